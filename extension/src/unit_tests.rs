@@ -1,0 +1,72 @@
+//! `#[pg_test]` units: each runs inside a transaction of a real backend, so
+//! they see the installed SQL exactly as users do.
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one_bool(sql: &str) -> bool {
+        Spi::get_one::<bool>(sql)
+            .expect("query failed")
+            .expect("NULL result")
+    }
+
+    #[pg_test]
+    fn library_version_matches_crate() {
+        assert_eq!(crate::jq_library_version(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[pg_test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        Spi::run(
+            "INSERT INTO jobq.job_types (job_type, backoff_base, backoff_max, backoff_jitter)
+             VALUES ('b', '1 second', '60 seconds', 0.25)",
+        )
+        .expect("settings");
+        for attempt in 1..=12 {
+            let upper = f64::min(60.0, 2f64.powi(attempt - 1));
+            let sql = format!(
+                "SELECT bool_and(d BETWEEN {lower} AND {upper}) FROM (
+                     SELECT extract(epoch FROM jobq._backoff('b', {attempt}))::float8 AS d
+                     FROM generate_series(1, 50)) s",
+                lower = upper * 0.75 - 1e-6,
+                upper = upper + 1e-6,
+            );
+            assert!(one_bool(&sql), "attempt {attempt} out of bounds");
+        }
+    }
+
+    #[pg_test]
+    fn type_settings_fall_back_to_star_then_built_in() {
+        Spi::run("UPDATE jobq.job_types SET max_attempts = 7 WHERE job_type = '*'")
+            .expect("update");
+        assert!(one_bool(
+            "SELECT (jobq._type_settings('unknown')).max_attempts = 7"
+        ));
+        Spi::run("DELETE FROM jobq.job_types WHERE job_type = '*'").expect("delete");
+        assert!(one_bool(
+            "SELECT (jobq._type_settings('unknown')).max_attempts = 25"
+        ));
+    }
+
+    #[pg_test]
+    fn lease_deadline_comes_from_the_database_clock() {
+        Spi::run("SELECT jobq.jq_enqueue('clocked')").expect("enqueue");
+        assert!(one_bool(
+            "SELECT locked_until - clock_timestamp() BETWEEN interval '9 seconds' AND interval '10 seconds'
+             FROM jobq.jq_grab(ARRAY['clocked'], interval '10 seconds')"
+        ));
+    }
+
+    #[pg_test(error = "jobq: job 424242 does not exist")]
+    fn details_of_unknown_job_is_an_error() {
+        Spi::run("SELECT jobq.jq_details(424242)").expect("must raise");
+    }
+
+    #[pg_test(error = "jobq: jobs must be a JSON array of job objects, not object")]
+    fn enqueue_many_rejects_non_arrays() {
+        Spi::run(r#"SELECT jobq.jq_enqueue_many('{"job_type": "x"}')"#).expect("must raise");
+    }
+}

@@ -1,0 +1,340 @@
+-- ============================================================================
+-- jobq: internal helpers
+--
+-- Not granted to anyone: only the SECURITY DEFINER API functions call them.
+-- Every rejection raises one of the documented SQLSTATEs (README, "Errors"):
+--   JQ001 lease lost   JQ002 job not found   JQ010 invalid argument
+--   JQ011 payload too large
+-- ============================================================================
+
+-- Raises an error with a jobq SQLSTATE, prefixing the message with "jobq: ".
+-- A NULL detail or hint is left out of the error (RAISE rejects NULL options,
+-- and an empty string would still reach clients as an empty DETAIL/HINT).
+CREATE FUNCTION jobq._raise(p_code text, p_message text, p_detail text DEFAULT NULL,
+                            p_hint text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_detail IS NULL AND p_hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = p_code, MESSAGE = 'jobq: ' || p_message;
+    ELSIF p_hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = p_code, MESSAGE = 'jobq: ' || p_message,
+            DETAIL = p_detail;
+    ELSIF p_detail IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = p_code, MESSAGE = 'jobq: ' || p_message,
+            HINT = p_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = p_code, MESSAGE = 'jobq: ' || p_message,
+            DETAIL = p_detail, HINT = p_hint;
+    END IF;
+END;
+$$;
+
+-- NULL when the name is acceptable as a job type or queue, otherwise the reason.
+CREATE FUNCTION jobq._name_problem(p_name text)
+RETURNS text
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN p_name IS NULL THEN 'is required'
+        WHEN p_name !~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$' THEN
+            'must be 1 to 128 characters from A-Z a-z 0-9 _ . : / -, starting with a letter or digit; got '
+            || quote_literal(left(p_name, 140))
+    END
+$$;
+
+-- NULL when the job spec is valid, otherwise "<SQLSTATE> <field> <reason>".
+-- Takes the fields one by one (not a job_spec) so that callers can feed it
+-- straight from unnest() without building rows.
+CREATE FUNCTION jobq._spec_problem(
+    p_job_type text, p_args jsonb, p_queue text, p_priority integer, p_run_at timestamptz,
+    p_max_attempts integer, p_unique_key text, p_expires_at timestamptz, p_now timestamptz)
+RETURNS text
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN jobq._name_problem(p_job_type) IS NOT NULL THEN
+            'JQ010 job_type ' || jobq._name_problem(p_job_type)
+        WHEN p_queue IS NOT NULL AND jobq._name_problem(p_queue) IS NOT NULL THEN
+            'JQ010 queue ' || jobq._name_problem(p_queue)
+        WHEN p_args IS NOT NULL AND jsonb_typeof(p_args) <> 'object' THEN
+            'JQ010 args must be a JSON object, not ' || jsonb_typeof(p_args)
+        WHEN p_args IS NOT NULL AND pg_column_size(p_args) > 1048576 THEN
+            'JQ011 args is ' || pg_column_size(p_args) || ' bytes; the limit is 1048576'
+        WHEN p_priority NOT BETWEEN -32768 AND 32767 THEN
+            'JQ010 priority must be between -32768 and 32767; got ' || p_priority
+        WHEN NOT isfinite(p_run_at) THEN
+            'JQ010 run_at must be a finite timestamp'
+        WHEN p_max_attempts NOT BETWEEN 1 AND 1000 THEN
+            'JQ010 max_attempts must be between 1 and 1000; got ' || p_max_attempts
+        WHEN p_unique_key IS NOT NULL AND length(p_unique_key) NOT BETWEEN 1 AND 256 THEN
+            'JQ010 unique_key must be 1 to 256 characters'
+        WHEN NOT isfinite(p_expires_at) THEN
+            'JQ010 expires_at must be a finite timestamp'
+        WHEN p_expires_at <= greatest(p_now, p_run_at) THEN
+            'JQ010 expires_at must be later than now and than run_at; got ' || p_expires_at
+    END
+$$;
+
+-- Raises for the first invalid spec. p_where names the JSON argument the specs
+-- came from (so the error says e.g. "jobs[3].queue"), or NULL for jq_enqueue.
+CREATE FUNCTION jobq._validate_specs(p_specs jobq.job_spec[], p_where text, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ord bigint;
+    v_problem text;
+BEGIN
+    SELECT u.ord, p.problem INTO v_ord, v_problem
+    FROM unnest(p_specs) WITH ORDINALITY
+             AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key, expires_at, ord)
+    CROSS JOIN LATERAL (SELECT jobq._spec_problem(u.job_type, u.args, u.queue, u.priority, u.run_at,
+                                                  u.max_attempts, u.unique_key, u.expires_at, p_now)
+                        AS problem) p
+    WHERE p.problem IS NOT NULL
+    ORDER BY u.ord
+    LIMIT 1;
+    IF v_problem IS NOT NULL THEN
+        PERFORM jobq._raise(left(v_problem, 5),
+            CASE WHEN p_where IS NULL THEN '' ELSE format('%s[%s].', p_where, v_ord - 1) END
+            || substr(v_problem, 7));
+    END IF;
+END;
+$$;
+
+-- Turns a JSON array of job objects into specs, rejecting anything that is not
+-- one: a non-array, a non-object element, an unknown key, or a value of the
+-- wrong type. Values are checked afterwards by _validate_specs.
+CREATE FUNCTION jobq._specs_from_json(p_jobs jsonb, p_where text)
+RETURNS jobq.job_spec[]
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_known constant text[] := ARRAY['job_type', 'args', 'queue', 'priority', 'run_at',
+                                     'max_attempts', 'unique_key', 'expires_at'];
+    v_ord bigint;
+    v_problem text;
+    v_specs jobq.job_spec[];
+BEGIN
+    IF p_jobs IS NULL OR jsonb_typeof(p_jobs) <> 'array' THEN
+        PERFORM jobq._raise('JQ010', format('%s must be a JSON array of job objects, not %s',
+                                            p_where, coalesce(jsonb_typeof(p_jobs), 'NULL')));
+    END IF;
+    IF jsonb_array_length(p_jobs) > 100000 THEN
+        PERFORM jobq._raise('JQ011', format('%s holds %s jobs; the limit per call is 100000',
+                                            p_where, jsonb_array_length(p_jobs)));
+    END IF;
+
+    SELECT e.ord, CASE
+               WHEN jsonb_typeof(e.job) <> 'object' THEN
+                   'must be a JSON object, not ' || jsonb_typeof(e.job)
+               ELSE (SELECT 'has unknown key ' || quote_ident(k) || '; known keys are '
+                            || array_to_string(v_known, ', ')
+                     FROM jsonb_object_keys(e.job) AS k
+                     WHERE k <> ALL (v_known)
+                     LIMIT 1)
+           END
+    INTO v_ord, v_problem
+    FROM jsonb_array_elements(p_jobs) WITH ORDINALITY AS e(job, ord)
+    WHERE jsonb_typeof(e.job) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_object_keys(e.job) AS k WHERE k <> ALL (v_known))
+    ORDER BY e.ord
+    LIMIT 1;
+    IF v_problem IS NOT NULL THEN
+        PERFORM jobq._raise('JQ010', format('%s[%s] %s', p_where, v_ord - 1, v_problem));
+    END IF;
+
+    BEGIN
+        SELECT coalesce(array_agg(s ORDER BY e.ord), '{}') INTO v_specs
+        FROM jsonb_array_elements(p_jobs) WITH ORDINALITY AS e(job, ord)
+        CROSS JOIN LATERAL jsonb_populate_record(NULL::jobq.job_spec, e.job) AS s;
+    EXCEPTION WHEN data_exception THEN
+        PERFORM jobq._raise('JQ010', format('%s: a value has the wrong type: %s', p_where, SQLERRM));
+    END;
+    RETURN v_specs;
+END;
+$$;
+
+-- Inserts valid specs and returns their ids in input order. A spec with a
+-- unique_key whose (job_type, unique_key) already has a waiting or running job
+-- yields that job's id instead of a new row.
+CREATE FUNCTION jobq._insert_specs(p_specs jobq.job_spec[], p_now timestamptz)
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_spec jobq.job_spec;
+    v_id bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_specs) AS u WHERE u.unique_key IS NOT NULL) THEN
+        RETURN QUERY
+        INSERT INTO jobq.jobs AS j (job_type, queue, args, priority, run_at, expires_at,
+                                    max_attempts, unique_key, created_at)
+        SELECT u.job_type, coalesce(u.queue, 'default'), coalesce(u.args, '{}'),
+               coalesce(u.priority, 0), coalesce(u.run_at, p_now), u.expires_at,
+               coalesce(u.max_attempts, t.max_attempts, d.max_attempts, 25), NULL, p_now
+        FROM unnest(p_specs) WITH ORDINALITY
+                 AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key, expires_at, ord)
+        LEFT JOIN jobq.job_types t ON t.job_type = u.job_type
+        LEFT JOIN jobq.job_types d ON d.job_type = '*'
+        ORDER BY u.ord
+        RETURNING j.id;
+        RETURN;
+    END IF;
+
+    -- Rare path: one statement per spec, because each unique key may need to
+    -- wait for a concurrent enqueue of the same key to commit or roll back.
+    FOREACH v_spec IN ARRAY p_specs LOOP
+        LOOP
+            INSERT INTO jobq.jobs AS j (job_type, queue, args, priority, run_at, expires_at,
+                                        max_attempts, unique_key, created_at)
+            SELECT v_spec.job_type, coalesce(v_spec.queue, 'default'), coalesce(v_spec.args, '{}'),
+                   coalesce(v_spec.priority, 0), coalesce(v_spec.run_at, p_now), v_spec.expires_at,
+                   coalesce(v_spec.max_attempts, s.max_attempts), v_spec.unique_key, p_now
+            FROM jobq._type_settings(v_spec.job_type) AS s
+            ON CONFLICT (job_type, unique_key)
+                WHERE unique_key IS NOT NULL AND state IN ('waiting', 'running')
+                DO NOTHING
+            RETURNING j.id INTO v_id;
+            EXIT WHEN v_id IS NOT NULL;
+            SELECT j.id INTO v_id FROM jobq.jobs AS j
+            WHERE j.job_type = v_spec.job_type AND j.unique_key = v_spec.unique_key
+              AND j.state IN ('waiting', 'running');
+            -- Not found: the holder of the key finished in between; insert again.
+            EXIT WHEN v_id IS NOT NULL;
+        END LOOP;
+        RETURN NEXT v_id;
+    END LOOP;
+END;
+$$;
+
+-- The settings that apply to a job type: its own row, else the '*' row, else
+-- the built-in defaults (should an operator have deleted '*').
+CREATE FUNCTION jobq._type_settings(p_job_type text)
+RETURNS jobq.job_types
+LANGUAGE sql STABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    SELECT s.job_type, s.max_attempts, s.backoff_base, s.backoff_max, s.backoff_jitter, s.retention
+    FROM (
+        SELECT t.*, CASE WHEN t.job_type = '*' THEN 2 ELSE 1 END AS rank
+        FROM jobq.job_types t WHERE t.job_type IN (p_job_type, '*')
+        UNION ALL
+        SELECT '*', 25, '2 seconds'::interval, '1 hour'::interval, 0.25, '7 days'::interval, 3
+    ) s
+    ORDER BY s.rank
+    LIMIT 1
+$$;
+
+-- Exponential backoff with jitter for the given (1-based) attempt: base * 2^(n-1),
+-- capped at backoff_max, then shortened by up to backoff_jitter of itself so
+-- that jobs failing together do not retry together.
+CREATE FUNCTION jobq._backoff(p_job_type text, p_attempt integer)
+RETURNS interval
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    SELECT least(s.backoff_max,
+                 s.backoff_base * power(2::double precision, least(greatest(p_attempt, 1) - 1, 40)))
+           * (1 - s.backoff_jitter * random())
+    FROM jobq._type_settings(p_job_type) AS s
+$$;
+
+-- Checks an interval argument. NULL is rejected: callers apply their defaults first.
+CREATE FUNCTION jobq._check_interval(p_what text, p_value interval, p_min interval, p_max interval,
+                                     p_min_inclusive boolean DEFAULT true)
+RETURNS interval
+LANGUAGE plpgsql IMMUTABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value IS NULL OR p_value > p_max
+       OR (p_min_inclusive AND p_value < p_min) OR (NOT p_min_inclusive AND p_value <= p_min) THEN
+        PERFORM jobq._raise('JQ010', format('%s must be %s %s and at most %s; got %s', p_what,
+            CASE WHEN p_min_inclusive THEN 'at least' ELSE 'more than' END, p_min, p_max,
+            coalesce(p_value::text, 'NULL')));
+    END IF;
+    RETURN p_value;
+END;
+$$;
+
+-- One entry of a job's failure history. Messages are truncated rather than
+-- rejected: a worker must always be able to report a failure.
+CREATE FUNCTION jobq._failure(p_attempt integer, p_kind text, p_message text, p_worker text,
+                              p_at timestamptz)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('attempt', p_attempt, 'kind', p_kind,
+                              'message', left(coalesce(p_message, ''), 8192),
+                              'worker', p_worker, 'at', p_at)
+$$;
+
+-- Called when a lease-fenced update matched nothing: says why, with the
+-- documented SQLSTATE. Never returns.
+CREATE FUNCTION jobq._lease_rejected(p_id bigint, p_token uuid, p_now timestamptz)
+RETURNS void
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_job jobq.jobs;
+BEGIN
+    SELECT * INTO v_job FROM jobq.jobs WHERE id = p_id;
+    IF NOT FOUND THEN
+        PERFORM jobq._raise('JQ002', format('job %s does not exist', p_id));
+    END IF;
+    PERFORM jobq._raise('JQ001', format('lease lost for job %s', p_id),
+        CASE
+            WHEN p_token IS NULL THEN 'No lease token was given.'
+            WHEN v_job.state <> 'running' THEN format('The job is %s.', v_job.state)
+            WHEN v_job.lease_token IS DISTINCT FROM p_token THEN
+                'The job is leased under another token: the lease expired and the job was grabbed again.'
+            ELSE format('The lease ran out at %s.', v_job.locked_until)
+        END,
+        'Stop working on the job; its new holder, if any, owns it.');
+END;
+$$;
+
+-- Ends leases that ran out: the job waits again, due at once, or fails when its
+-- attempts are used up. Called by every grab, so a worker that died on every
+-- attempt still ends as failed and never stays running.
+CREATE FUNCTION jobq._reap_expired_leases(p_now timestamptz, p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    WITH expired AS (
+        SELECT j.id FROM jobq.jobs j
+        WHERE j.state = 'running' AND j.locked_until <= p_now
+        ORDER BY j.locked_until
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobq.jobs j
+    SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'waiting' END,
+        run_at = CASE WHEN j.attempts >= j.max_attempts THEN j.run_at ELSE p_now END,
+        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN p_now END,
+        failures = j.failures || jobq._failure(j.attempts, 'lease_expired',
+                                               'lease expired at ' || j.locked_until,
+                                               j.worker, p_now),
+        lease_token = NULL,
+        locked_until = NULL
+    FROM expired
+    WHERE j.id = expired.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END;
+$$;
