@@ -338,3 +338,29 @@ BEGIN
     RETURN v_count;
 END;
 $$;
+
+-- Ends waiting jobs whose expires_at has passed as 'expired'. The grab never
+-- leases such a job even before this runs; this makes the state say so.
+CREATE FUNCTION jobq._expire_jobs(p_now timestamptz, p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    WITH overdue AS (
+        SELECT j.id FROM jobq.jobs j
+        WHERE j.state = 'waiting' AND j.expires_at IS NOT NULL AND j.expires_at <= p_now
+        ORDER BY j.expires_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE jobq.jobs j
+    SET state = 'expired', finished_at = p_now
+    FROM overdue
+    WHERE j.id = overdue.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END;
+$$;

@@ -65,6 +65,9 @@ COMMENT ON TABLE jobq.jobs IS 'Every job, waiting, running or finished (until pr
 CREATE INDEX jobs_waiting_idx ON jobq.jobs (priority, run_at, id) WHERE state = 'waiting';
 -- Finds leases that ran out; empty most of the time, so a probe is one page.
 CREATE INDEX jobs_lease_idx ON jobq.jobs (locked_until) WHERE state = 'running';
+-- Waiting jobs with a deadline, for ending those that missed it.
+CREATE INDEX jobs_expiry_idx ON jobq.jobs (expires_at)
+    WHERE state = 'waiting' AND expires_at IS NOT NULL;
 -- Idempotent enqueue: one live job per (job_type, unique_key).
 CREATE UNIQUE INDEX jobs_unique_key_idx ON jobq.jobs (job_type, unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('waiting', 'running');

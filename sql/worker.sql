@@ -6,7 +6,9 @@
 -- not yet run out by the database clock); when it matches nothing,
 -- _lease_rejected says why (JQ001 lease lost, JQ002 no such job) and nothing
 -- has changed. A worker whose lease ran out can therefore never finish a job,
--- even before anyone else has grabbed it.
+-- even before anyone else has grabbed it. The fence reads clock_timestamp()
+-- itself rather than the call's start time: if the update waits on a row lock,
+-- the recheck after the wait uses the time the lock was obtained.
 --
 -- Parameter names follow SPEC.md, so they coincide with column names;
 -- "#variable_conflict use_column" makes bare names mean columns and every
@@ -48,11 +50,13 @@ BEGIN
     END IF;
 
     PERFORM jobq._reap_expired_leases(v_now, 100);
+    PERFORM jobq._expire_jobs(v_now, 100);
 
     RETURN QUERY
     WITH picked AS (
         SELECT j.id FROM jobq.jobs j
         WHERE j.state = 'waiting' AND j.run_at <= v_now
+          AND (j.expires_at IS NULL OR j.expires_at > v_now)
           AND (jq_grab.job_types IS NULL OR j.job_type = ANY (jq_grab.job_types))
           AND (jq_grab.queues IS NULL OR j.queue = ANY (jq_grab.queues))
           AND (jq_grab.search IS NULL OR j.args @> jq_grab.search)
@@ -60,15 +64,10 @@ BEGIN
         LIMIT v_max_jobs
         FOR UPDATE SKIP LOCKED
     ), leased AS (
-        -- A job whose expires_at has passed is ended here instead of being run.
         UPDATE jobq.jobs j
-        SET state        = CASE WHEN j.expires_at <= v_now THEN 'expired' ELSE 'running' END,
-            attempts     = CASE WHEN j.expires_at <= v_now THEN j.attempts ELSE j.attempts + 1 END,
-            finished_at  = CASE WHEN j.expires_at <= v_now THEN v_now END,
-            lease_token  = CASE WHEN j.expires_at <= v_now THEN NULL ELSE gen_random_uuid() END,
-            locked_until = CASE WHEN j.expires_at <= v_now THEN NULL ELSE v_now + v_lease END,
-            worker       = CASE WHEN j.expires_at <= v_now THEN j.worker ELSE jq_grab.worker END,
-            started_at   = coalesce(j.started_at, v_now),
+        SET state = 'running', attempts = j.attempts + 1,
+            lease_token = gen_random_uuid(), locked_until = v_now + v_lease,
+            worker = jq_grab.worker, started_at = coalesce(j.started_at, v_now),
             attempted_at = v_now
         FROM picked
         WHERE j.id = picked.id
@@ -77,7 +76,6 @@ BEGIN
     SELECT l.id, l.job_type, l.queue, l.args, l.priority::integer, l.attempts, l.max_attempts,
            l.lease_token, l.locked_until, l.run_at, l.created_at
     FROM leased l
-    WHERE l.state = 'running'
     ORDER BY l.priority, l.run_at, l.id;
 END;
 $$;
@@ -102,7 +100,7 @@ BEGIN
     SET state = 'completed', result = jq_complete.result, finished_at = v_now,
         lease_token = NULL, locked_until = NULL
     WHERE j.id = jq_complete.id AND j.lease_token = jq_complete.lease_token
-      AND j.state = 'running' AND j.locked_until > v_now;
+      AND j.state = 'running' AND j.locked_until > clock_timestamp();
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_complete.id, jq_complete.lease_token, v_now);
     END IF;
@@ -143,7 +141,7 @@ BEGIN
             lease_token = NULL, locked_until = NULL
         FROM input
         WHERE j.id = input.id AND j.lease_token = input.token
-          AND j.state = 'running' AND j.locked_until > v_now
+          AND j.state = 'running' AND j.locked_until > clock_timestamp()
         -- The input element that completed the job: when an id is given twice,
         -- only one element completes it and the other reports lease_lost.
         RETURNING input.ord
@@ -185,7 +183,7 @@ BEGIN
         failures = j.failures || jobq._failure(j.attempts, 'temp_fail', jq_temp_fail.message, j.worker, v_now),
         lease_token = NULL, locked_until = NULL
     WHERE j.id = jq_temp_fail.id AND j.lease_token = jq_temp_fail.lease_token
-      AND j.state = 'running' AND j.locked_until > v_now
+      AND j.state = 'running' AND j.locked_until > clock_timestamp()
     RETURNING j.state, CASE WHEN j.state = 'waiting' THEN j.run_at END;
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_temp_fail.id, jq_temp_fail.lease_token, v_now);
@@ -210,7 +208,7 @@ BEGIN
         failures = j.failures || jobq._failure(j.attempts, 'perm_fail', jq_perm_fail.message, j.worker, v_now),
         lease_token = NULL, locked_until = NULL
     WHERE j.id = jq_perm_fail.id AND j.lease_token = jq_perm_fail.lease_token
-      AND j.state = 'running' AND j.locked_until > v_now;
+      AND j.state = 'running' AND j.locked_until > clock_timestamp();
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_perm_fail.id, jq_perm_fail.lease_token, v_now);
     END IF;
@@ -241,7 +239,7 @@ BEGIN
     UPDATE jobq.jobs j
     SET state = 'replaced', finished_at = v_now, lease_token = NULL, locked_until = NULL
     WHERE j.id = jq_replace.id AND j.lease_token = jq_replace.lease_token
-      AND j.state = 'running' AND j.locked_until > v_now;
+      AND j.state = 'running' AND j.locked_until > clock_timestamp();
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_replace.id, jq_replace.lease_token, v_now);
     END IF;
@@ -270,7 +268,7 @@ BEGIN
     UPDATE jobq.jobs j
     SET locked_until = v_now + v_lease
     WHERE j.id = jq_extend.id AND j.lease_token = jq_extend.lease_token
-      AND j.state = 'running' AND j.locked_until > v_now
+      AND j.state = 'running' AND j.locked_until > clock_timestamp()
     RETURNING j.locked_until INTO v_until;
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_extend.id, jq_extend.lease_token, v_now);

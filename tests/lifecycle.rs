@@ -327,3 +327,38 @@ async fn enqueue_in_a_rolled_back_transaction_leaves_no_job() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn an_expired_job_is_never_run_and_does_not_shorten_a_grab() {
+    let db = TestDb::new("expiry").await;
+    let client = db.client().await;
+    let expiring = client
+        .query_one(
+            "SELECT jobq.jq_enqueue('exp', '{}', priority => -1, expires_at => clock_timestamp() + interval '300 ms')",
+            &[],
+        )
+        .await
+        .expect("enqueue expiring")
+        .get::<_, i64>(0);
+    let plain = enqueue(&client, &NewJob::new("exp", json!({})))
+        .await
+        .expect("enqueue plain");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let got = grab_one(&client, "exp", Duration::from_secs(60), "w")
+        .await
+        .expect("the plain job is due");
+    assert_eq!(
+        got.id, plain,
+        "the expired job, though first by priority, is skipped"
+    );
+    assert_eq!(
+        details(&client, expiring).await.expect("details")["state"],
+        "expired"
+    );
+    assert_eq!(
+        details(&client, expiring).await.expect("details")["attempts"],
+        0
+    );
+    db.drop_db().await;
+}
