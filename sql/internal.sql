@@ -32,6 +32,16 @@ BEGIN
 END;
 $$;
 
+-- Sends a notification. Wake-ups and "new events" signals go through here so
+-- that how they are delivered can change in one place.
+CREATE FUNCTION jobq._wake(p_channel text, p_payload text)
+RETURNS void
+LANGUAGE sql VOLATILE STRICT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.pg_notify(p_channel, p_payload)
+$$;
+
 -- NULL when the name is acceptable as a job type or queue, otherwise the reason.
 CREATE FUNCTION jobq._name_problem(p_name text)
 RETURNS text
@@ -298,7 +308,7 @@ BEGIN
             WHEN p_token IS NULL THEN 'No lease token was given.'
             WHEN v_job.state <> 'running' THEN format('The job is %s.', v_job.state)
             WHEN v_job.lease_token IS DISTINCT FROM p_token THEN
-                'The job is leased under another token: the lease expired and the job was grabbed again.'
+                'The job is held under another lease token: this lease ran out and the job was grabbed again, or the token is wrong.'
             ELSE format('The lease ran out at %s.', v_job.locked_until)
         END,
         'Stop working on the job; its new holder, if any, owns it.');

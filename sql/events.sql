@@ -1,0 +1,1 @@
+-- events: see issue 3
