@@ -30,6 +30,11 @@ extension_sql_file!(
     name = "details",
     requires = ["internal"]
 );
+extension_sql_file!(
+    "../../sql/events.sql",
+    name = "events",
+    requires = ["enqueue", "worker", "details"]
+);
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 
 /// The version of the loaded library. It must equal the installed SQL
