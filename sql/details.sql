@@ -4,8 +4,8 @@
 
 -- Everything known about a job, finished or not, as long as it has not been
 -- pruned: args, state, attempts, the full failure history, the result,
--- timestamps and the current lease holder. The lease token is never shown: it
--- is the fence that only the grabbing worker may hold.
+-- timestamps, the current lease holder, notes and dependencies. The lease
+-- token is never shown: it is the fence that only the grabbing worker may hold.
 CREATE FUNCTION jobq.jq_details(id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE STRICT
@@ -26,7 +26,13 @@ BEGIN
                'lease', CASE WHEN j.state = 'running' THEN jsonb_build_object(
                             'worker', j.worker, 'locked_until', j.locked_until,
                             'expired', j.locked_until <= clock_timestamp()) END,
-               'result', j.result, 'failures', j.failures, 'replaced_by', to_jsonb(j.replaced_by))
+               'result', j.result, 'failures', j.failures, 'replaced_by', to_jsonb(j.replaced_by),
+               'notes', coalesce(j.notes, '{}'), 'cancel_requested_at', j.cancel_requested_at,
+               'depends_on', to_jsonb(j.depends_on), 'run_anyway', j.run_anyway,
+               -- The parents a blocked job still waits for.
+               'waiting_for', CASE WHEN j.state = 'blocked' THEN
+                                  (SELECT coalesce(jsonb_agg(d.parent_id ORDER BY d.parent_id), '[]')
+                                   FROM jobq.job_dependencies d WHERE d.child_id = j.id) END)
     INTO v_details
     FROM jobq.jobs j
     WHERE j.id = jq_details.id;

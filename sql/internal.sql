@@ -3,8 +3,8 @@
 --
 -- Not granted to anyone: only the SECURITY DEFINER API functions call them.
 -- Every rejection raises one of the documented SQLSTATEs (README, "Errors"):
---   JQ001 lease lost   JQ002 job not found   JQ010 invalid argument
---   JQ011 payload too large
+--   JQ001 lease lost   JQ002 job not found   JQ003 invalid state
+--   JQ004 cancel requested   JQ010 invalid argument   JQ011 payload too large
 -- ============================================================================
 
 -- Raises an error with a jobq SQLSTATE, prefixing the message with "jobq: ".
@@ -32,14 +32,22 @@ BEGIN
 END;
 $$;
 
--- Sends a notification. Wake-ups and "new events" signals go through here so
--- that how they are delivered can change in one place.
+-- Sends a notification: wake-ups (jobq_wakeup) and "new events" signals
+-- (jobq_events) all go through here. With the wake-up worker running (jobq in
+-- shared_preload_libraries), _defer_notify keeps the signal until this
+-- transaction commits and the worker sends it, so producers never take
+-- NOTIFY's cluster-wide commit lock. Otherwise it is a plain pg_notify,
+-- which PostgreSQL de-duplicates within the transaction.
 CREATE FUNCTION jobq._wake(p_channel text, p_payload text)
 RETURNS void
-LANGUAGE sql VOLATILE STRICT
+LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
-    SELECT pg_catalog.pg_notify(p_channel, p_payload)
+BEGIN
+    IF NOT jobq._defer_notify(p_channel, p_payload) THEN
+        PERFORM pg_catalog.pg_notify(p_channel, p_payload);
+    END IF;
+END;
 $$;
 
 -- NULL when the name is acceptable as a job type or queue, otherwise the reason.
@@ -103,13 +111,41 @@ DECLARE
 BEGIN
     SELECT u.ord, p.problem INTO v_ord, v_problem
     FROM unnest(p_specs) WITH ORDINALITY
-             AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key, expires_at, ord)
+             AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key, expires_at,
+                  depends_on, run_anyway, depends_on_index, ord)
     CROSS JOIN LATERAL (SELECT jobq._spec_problem(u.job_type, u.args, u.queue, u.priority, u.run_at,
                                                   u.max_attempts, u.unique_key, u.expires_at, p_now)
                         AS problem) p
     WHERE p.problem IS NOT NULL
     ORDER BY u.ord
     LIMIT 1;
+    -- Dependencies, only looked at when some spec has any. A sibling may only
+    -- be named when it comes earlier in the array: that rules out cycles,
+    -- which would block their jobs for ever.
+    IF v_problem IS NULL AND EXISTS (SELECT 1 FROM unnest(p_specs) AS u
+                                     WHERE u.depends_on IS NOT NULL OR u.depends_on_index IS NOT NULL) THEN
+        SELECT u.ord, p.problem INTO v_ord, v_problem
+        FROM unnest(p_specs) WITH ORDINALITY
+                 AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key, expires_at,
+                      depends_on, run_anyway, depends_on_index, ord)
+        CROSS JOIN LATERAL (SELECT CASE
+            WHEN cardinality(u.depends_on) > 100000 THEN
+                'JQ010 depends_on names more than 100000 jobs'
+            WHEN EXISTS (SELECT 1 FROM unnest(u.depends_on) AS d WHERE d IS NULL OR d < 1) THEN
+                'JQ010 depends_on must hold job ids (positive, not NULL)'
+            WHEN cardinality(u.depends_on_index) > 100000 THEN
+                'JQ010 depends_on_index names more than 100000 jobs'
+            WHEN EXISTS (SELECT 1 FROM unnest(u.depends_on_index) AS i
+                         WHERE i IS NULL OR i < 0 OR i >= u.ord - 1) THEN
+                CASE WHEN u.ord = 1 THEN
+                    'JQ010 depends_on_index must name earlier jobs of the same call; the first job has none'
+                ELSE format('JQ010 depends_on_index must name earlier jobs of the same call (0 to %s)',
+                            u.ord - 2) END
+        END AS problem) p
+        WHERE p.problem IS NOT NULL
+        ORDER BY u.ord
+        LIMIT 1;
+    END IF;
     IF v_problem IS NOT NULL THEN
         PERFORM jobq._raise(left(v_problem, 5),
             CASE WHEN p_where IS NULL THEN '' ELSE format('%s[%s].', p_where, v_ord - 1) END
@@ -128,7 +164,8 @@ SET search_path = jobq, pg_catalog, pg_temp
 AS $$
 DECLARE
     v_known constant text[] := ARRAY['job_type', 'args', 'queue', 'priority', 'run_at',
-                                     'max_attempts', 'unique_key', 'expires_at'];
+                                     'max_attempts', 'unique_key', 'expires_at', 'depends_on',
+                                     'run_anyway', 'depends_on_index'];
     v_ord bigint;
     v_problem text;
     v_specs jobq.job_spec[];
@@ -172,57 +209,93 @@ BEGIN
 END;
 $$;
 
--- Inserts valid specs and returns their ids in input order. A spec with a
--- unique_key whose (job_type, unique_key) already has a waiting or running job
--- yields that job's id instead of a new row.
-CREATE FUNCTION jobq._insert_specs(p_specs jobq.job_spec[], p_now timestamptz)
-RETURNS SETOF bigint
+-- Inserts valid specs and returns their ids in input order, each with whether
+-- this call created it. A spec with a unique_key whose (job_type, unique_key)
+-- already has a live job (blocked, waiting or running) yields that job's id,
+-- created = false, instead of a new row. Jobs with parents start 'blocked';
+-- _wire_dependencies then records and resolves their parents. p_where names
+-- the JSON argument for errors about parents (NULL for jq_enqueue).
+CREATE FUNCTION jobq._insert_specs(p_specs jobq.job_spec[], p_now timestamptz,
+                                   p_where text DEFAULT NULL)
+RETURNS TABLE (id bigint, created boolean)
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
     v_spec jobq.job_spec;
     v_id bigint;
+    v_ids bigint[] := '{}';
+    v_created boolean[] := '{}';
+    v_has_parents constant boolean := EXISTS (
+        SELECT 1 FROM unnest(p_specs) AS u
+        WHERE cardinality(u.depends_on) > 0 OR cardinality(u.depends_on_index) > 0);
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM unnest(p_specs) AS u WHERE u.unique_key IS NOT NULL) THEN
-        RETURN QUERY
-        INSERT INTO jobq.jobs AS j (job_type, queue, args, priority, run_at, expires_at,
-                                    max_attempts, unique_key, created_at)
-        SELECT u.job_type, coalesce(u.queue, 'default'), coalesce(u.args, '{}'),
-               coalesce(u.priority, 0), coalesce(u.run_at, p_now), u.expires_at,
-               coalesce(u.max_attempts, t.max_attempts, d.max_attempts, 25), NULL, p_now
-        FROM unnest(p_specs) WITH ORDINALITY
-                 AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key, expires_at, ord)
-        LEFT JOIN jobq.job_types t ON t.job_type = u.job_type
-        LEFT JOIN jobq.job_types d ON d.job_type = '*'
-        ORDER BY u.ord
-        RETURNING j.id;
-        RETURN;
-    END IF;
-
-    -- Rare path: one statement per spec, because each unique key may need to
-    -- wait for a concurrent enqueue of the same key to commit or roll back.
-    FOREACH v_spec IN ARRAY p_specs LOOP
-        LOOP
+        -- Identity values follow the order rows reach the insert, so sorting
+        -- the new ids gives input order.
+        WITH ins AS (
             INSERT INTO jobq.jobs AS j (job_type, queue, args, priority, run_at, expires_at,
-                                        max_attempts, unique_key, created_at)
-            SELECT v_spec.job_type, coalesce(v_spec.queue, 'default'), coalesce(v_spec.args, '{}'),
-                   coalesce(v_spec.priority, 0), coalesce(v_spec.run_at, p_now), v_spec.expires_at,
-                   coalesce(v_spec.max_attempts, s.max_attempts), v_spec.unique_key, p_now
-            FROM jobq._type_settings(v_spec.job_type) AS s
-            ON CONFLICT (job_type, unique_key)
-                WHERE unique_key IS NOT NULL AND state IN ('waiting', 'running')
-                DO NOTHING
-            RETURNING j.id INTO v_id;
-            EXIT WHEN v_id IS NOT NULL;
-            SELECT j.id INTO v_id FROM jobq.jobs AS j
-            WHERE j.job_type = v_spec.job_type AND j.unique_key = v_spec.unique_key
-              AND j.state IN ('waiting', 'running');
-            -- Not found: the holder of the key finished in between; insert again.
-            EXIT WHEN v_id IS NOT NULL;
+                                        max_attempts, unique_key, created_at, state, depends_on,
+                                        run_anyway)
+            SELECT u.job_type, coalesce(u.queue, 'default'), coalesce(u.args, '{}'),
+                   coalesce(u.priority, 0), coalesce(u.run_at, p_now), u.expires_at,
+                   coalesce(u.max_attempts, t.max_attempts, d.max_attempts, 25), NULL, p_now,
+                   CASE WHEN cardinality(u.depends_on) > 0 OR cardinality(u.depends_on_index) > 0
+                        THEN 'blocked' ELSE 'waiting' END,
+                   u.depends_on, coalesce(u.run_anyway, false)
+            FROM unnest(p_specs) WITH ORDINALITY
+                     AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key,
+                          expires_at, depends_on, run_anyway, depends_on_index, ord)
+            LEFT JOIN jobq.job_types t ON t.job_type = u.job_type
+            LEFT JOIN jobq.job_types d ON d.job_type = '*'
+            ORDER BY u.ord
+            RETURNING j.id)
+        SELECT coalesce(array_agg(ins.id ORDER BY ins.id), '{}') INTO v_ids FROM ins;
+        v_created := array_fill(true, ARRAY[cardinality(v_ids)]);
+    ELSE
+        -- Rare path: one statement per spec, because each unique key may need
+        -- to wait for a concurrent enqueue of the same key to commit or roll back.
+        FOREACH v_spec IN ARRAY p_specs LOOP
+            LOOP
+                INSERT INTO jobq.jobs AS j (job_type, queue, args, priority, run_at, expires_at,
+                                            max_attempts, unique_key, created_at, state, depends_on,
+                                            run_anyway)
+                SELECT v_spec.job_type, coalesce(v_spec.queue, 'default'),
+                       coalesce(v_spec.args, '{}'), coalesce(v_spec.priority, 0),
+                       coalesce(v_spec.run_at, p_now), v_spec.expires_at,
+                       coalesce(v_spec.max_attempts, s.max_attempts), v_spec.unique_key, p_now,
+                       CASE WHEN cardinality(v_spec.depends_on) > 0
+                                 OR cardinality(v_spec.depends_on_index) > 0
+                            THEN 'blocked' ELSE 'waiting' END,
+                       v_spec.depends_on, coalesce(v_spec.run_anyway, false)
+                FROM jobq._type_settings(v_spec.job_type) AS s
+                ON CONFLICT (job_type, unique_key)
+                    WHERE unique_key IS NOT NULL AND state IN ('blocked', 'waiting', 'running')
+                    DO NOTHING
+                RETURNING j.id INTO v_id;
+                IF v_id IS NOT NULL THEN
+                    v_created := v_created || true;
+                    EXIT;
+                END IF;
+                SELECT j.id INTO v_id FROM jobq.jobs AS j
+                WHERE j.job_type = v_spec.job_type AND j.unique_key = v_spec.unique_key
+                  AND j.state IN ('blocked', 'waiting', 'running');
+                -- Not found: the holder of the key finished in between; insert again.
+                IF v_id IS NOT NULL THEN
+                    v_created := v_created || false;
+                    EXIT;
+                END IF;
+            END LOOP;
+            v_ids := v_ids || v_id;
         END LOOP;
-        RETURN NEXT v_id;
-    END LOOP;
+    END IF;
+    IF v_has_parents THEN
+        PERFORM jobq._wire_dependencies(p_specs, v_ids, v_created, p_now, p_where);
+    END IF;
+    PERFORM jobq._announce_inserted(p_specs, p_now);
+    RETURN QUERY SELECT u.id, u.created FROM unnest(v_ids, v_created) WITH ORDINALITY AS u(id, created, ord)
+                 ORDER BY u.ord;
 END;
 $$;
 
@@ -233,12 +306,14 @@ RETURNS jobq.job_types
 LANGUAGE sql STABLE CALLED ON NULL INPUT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
-    SELECT s.job_type, s.max_attempts, s.backoff_base, s.backoff_max, s.backoff_jitter, s.retention
+    SELECT s.job_type, s.max_attempts, s.backoff_base, s.backoff_max, s.backoff_jitter, s.retention,
+           s.record_events, s.event_retention, s.max_running
     FROM (
         SELECT t.*, CASE WHEN t.job_type = '*' THEN 2 ELSE 1 END AS rank
         FROM jobq.job_types t WHERE t.job_type IN (p_job_type, '*')
         UNION ALL
-        SELECT '*', 25, '2 seconds'::interval, '1 hour'::interval, 0.25, '7 days'::interval, 3
+        SELECT '*', 25, '2 seconds'::interval, '1 hour'::interval, 0.25, '7 days'::interval,
+               true, '30 days'::interval, NULL::integer, 3
     ) s
     ORDER BY s.rank
     LIMIT 1
@@ -290,7 +365,9 @@ AS $$
 $$;
 
 -- Called when a lease-fenced update matched nothing: says why, with the
--- documented SQLSTATE. Never returns.
+-- documented SQLSTATE. Never returns. A lease that is still good means the
+-- call refused to go on because cancellation was requested (jq_extend,
+-- jq_replace): JQ004, and the worker should stop.
 CREATE FUNCTION jobq._lease_rejected(p_id bigint, p_token uuid, p_now timestamptz)
 RETURNS void
 LANGUAGE plpgsql STABLE CALLED ON NULL INPUT
@@ -302,6 +379,14 @@ BEGIN
     SELECT * INTO v_job FROM jobq.jobs WHERE id = p_id;
     IF NOT FOUND THEN
         PERFORM jobq._raise('JQ002', format('job %s does not exist', p_id));
+    END IF;
+    IF v_job.state = 'running' AND v_job.lease_token = p_token
+       AND v_job.locked_until > clock_timestamp() AND v_job.cancel_requested_at IS NOT NULL THEN
+        PERFORM jobq._raise('JQ004', format('cancellation of job %s was requested', p_id),
+            format('Requested at %s; the lease ends at %s and is not extended.',
+                   v_job.cancel_requested_at, v_job.locked_until),
+            'Stop working on the job and report it with jq_temp_fail or jq_perm_fail, '
+            || 'which end it as cancelled (jq_complete still completes it).');
     END IF;
     PERFORM jobq._raise('JQ001', format('lease lost for job %s', p_id),
         CASE
@@ -317,8 +402,11 @@ $$;
 
 -- Ends leases that ran out: the job waits again, due at once, or fails when its
 -- attempts are used up. Called by every grab, so a worker that died on every
--- attempt still ends as failed and never stays running.
-CREATE FUNCTION jobq._reap_expired_leases(p_now timestamptz, p_limit integer)
+-- attempt still ends as failed and never stays running. A job whose
+-- cancellation was requested ends cancelled instead: it must not run again.
+-- p_before (maintenance's grace) limits it to leases that ran out before then.
+CREATE FUNCTION jobq._reap_expired_leases(p_now timestamptz, p_limit integer,
+                                          p_before timestamptz DEFAULT 'infinity')
 RETURNS integer
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = jobq, pg_catalog, pg_temp
@@ -328,15 +416,18 @@ DECLARE
 BEGIN
     WITH expired AS (
         SELECT j.id FROM jobq.jobs j
-        WHERE j.state = 'running' AND j.locked_until <= p_now
+        WHERE j.state = 'running' AND j.locked_until <= least(p_now, p_before)
         ORDER BY j.locked_until
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     )
     UPDATE jobq.jobs j
-    SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'waiting' END,
-        run_at = CASE WHEN j.attempts >= j.max_attempts THEN j.run_at ELSE p_now END,
-        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN p_now END,
+    SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                     WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'waiting' END,
+        run_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
+                      THEN j.run_at ELSE p_now END,
+        finished_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
+                           THEN p_now END,
         failures = j.failures || jobq._failure(j.attempts, 'lease_expired',
                                                'lease expired at ' || j.locked_until,
                                                j.worker, p_now),
@@ -349,9 +440,12 @@ BEGIN
 END;
 $$;
 
--- Ends waiting jobs whose expires_at has passed as 'expired'. The grab never
--- leases such a job even before this runs; this makes the state say so.
-CREATE FUNCTION jobq._expire_jobs(p_now timestamptz, p_limit integer)
+-- Ends jobs that have not started (waiting, or blocked on parents) whose
+-- expires_at has passed as 'expired'. The grab never leases such a job even
+-- before this runs; this makes the state say so (and releases dependants).
+-- p_before limits it to deadlines that passed before then.
+CREATE FUNCTION jobq._expire_jobs(p_now timestamptz, p_limit integer,
+                                  p_before timestamptz DEFAULT 'infinity')
 RETURNS integer
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = jobq, pg_catalog, pg_temp
@@ -361,7 +455,8 @@ DECLARE
 BEGIN
     WITH overdue AS (
         SELECT j.id FROM jobq.jobs j
-        WHERE j.state = 'waiting' AND j.expires_at IS NOT NULL AND j.expires_at <= p_now
+        WHERE j.state IN ('waiting', 'blocked') AND j.expires_at IS NOT NULL
+          AND j.expires_at <= least(p_now, p_before)
         ORDER BY j.expires_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED

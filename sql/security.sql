@@ -1,30 +1,42 @@
 -- ============================================================================
 -- jobq: roles and grants (runs last)
 --
--- Nobody may call anything until granted one of three roles:
+-- Nobody may call anything until granted one of four roles:
 --   jobq_producer  enqueue jobs and read their details
 --   jobq_worker    grab jobs and finish them (complete, fail, replace, extend)
---   jobq_admin     both, plus reading every table and changing job_types
+--   jobq_observer  read events and job details (auditors, dashboards, subscribers)
+--   jobq_admin     all of these, plus reading every table, changing job_types
+--                  and pruning events
 -- The API functions are SECURITY DEFINER with a pinned search_path, so the
 -- roles need no privileges on the tables themselves. Roles are cluster-wide:
 -- they are created once and survive DROP EXTENSION.
 -- ============================================================================
 
+-- Roles are shared by all databases, and two databases may run CREATE
+-- EXTENSION at the same moment: a role or membership created concurrently
+-- surfaces as unique_violation (or duplicate_object), which means it exists.
 DO $$
 DECLARE
     v_role text;
 BEGIN
-    FOREACH v_role IN ARRAY ARRAY['jobq_producer', 'jobq_worker', 'jobq_admin'] LOOP
+    FOREACH v_role IN ARRAY ARRAY['jobq_producer', 'jobq_worker', 'jobq_observer', 'jobq_admin'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
-            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', v_role);
+            BEGIN
+                EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', v_role);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;
+            END;
         END IF;
     END LOOP;
-    IF NOT pg_catalog.pg_has_role('jobq_admin', 'jobq_producer', 'MEMBER') THEN
-        GRANT jobq_producer TO jobq_admin;
-    END IF;
-    IF NOT pg_catalog.pg_has_role('jobq_admin', 'jobq_worker', 'MEMBER') THEN
-        GRANT jobq_worker TO jobq_admin;
-    END IF;
+    FOREACH v_role IN ARRAY ARRAY['jobq_producer', 'jobq_worker', 'jobq_observer'] LOOP
+        IF NOT pg_catalog.pg_has_role('jobq_admin', v_role, 'MEMBER') THEN
+            BEGIN
+                EXECUTE pg_catalog.format('GRANT %I TO jobq_admin', v_role);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;
+            END;
+        END IF;
+    END LOOP;
 END;
 $$;
 
@@ -32,10 +44,13 @@ REVOKE ALL ON SCHEMA jobq FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA jobq FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA jobq FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA jobq FROM PUBLIC;
-GRANT USAGE ON SCHEMA jobq TO jobq_producer, jobq_worker, jobq_admin;
+GRANT USAGE ON SCHEMA jobq TO jobq_producer, jobq_worker, jobq_observer, jobq_admin;
 
 GRANT EXECUTE ON FUNCTION
-    jobq.jq_enqueue(text, jsonb, text, integer, timestamptz, integer, text, timestamptz),
+    jobq.jq_enqueue(text, jsonb, text, integer, timestamptz, integer, text, timestamptz, bigint[],
+                    boolean),
+    jobq.jq_enqueue_unique(text, jsonb, text, integer, timestamptz, integer, text, timestamptz,
+                           bigint[], boolean),
     jobq.jq_enqueue_many(jsonb),
     jobq.jq_details(bigint),
     jobq.jq_library_version()
@@ -53,5 +68,43 @@ GRANT EXECUTE ON FUNCTION
     jobq.jq_library_version()
 TO jobq_worker;
 
+-- Producers and workers do not read events: the stream shows every job of
+-- every type, which is an observer's business, not theirs.
+GRANT EXECUTE ON FUNCTION
+    jobq.jq_events_since(text, integer),
+    jobq.jq_events_for_job(bigint),
+    jobq.jq_details(bigint),
+    jobq.jq_library_version()
+TO jobq_observer;
+
+GRANT EXECUTE ON FUNCTION jobq.jq_prune_events() TO jobq_admin;
+
 GRANT SELECT ON ALL TABLES IN SCHEMA jobq TO jobq_admin;
 GRANT INSERT, UPDATE, DELETE ON jobq.job_types TO jobq_admin;
+
+GRANT EXECUTE ON FUNCTION jobq.jq_announce_due(interval), jobq.jq_wakeup_workers() TO jobq_admin;
+
+-- Start the wake-up worker of this database now rather than at its first grab.
+SELECT jobq._ensure_wakeup_worker();
+
+-- The worker runtime's batch heartbeat and the hand-back of prefetched jobs.
+GRANT EXECUTE ON FUNCTION
+    jobq.jq_extend_many(bigint[], uuid[], interval),
+    jobq.jq_release(bigint, uuid),
+    jobq.jq_release_many(bigint[], uuid[])
+TO jobq_worker;
+
+-- Job control and operations (sql/control.sql). Producers may cancel (an
+-- application withdrawing work it asked for); retrying, pausing and
+-- maintenance are the operators'. Workers write notes on the jobs they hold.
+GRANT EXECUTE ON FUNCTION jobq.jq_cancel(bigint) TO jobq_producer, jobq_admin;
+GRANT EXECUTE ON FUNCTION jobq.jq_note(bigint, uuid, jsonb) TO jobq_worker;
+GRANT EXECUTE ON FUNCTION
+    jobq.jq_retry(bigint, integer),
+    jobq.jq_pause_queue(text),
+    jobq.jq_resume_queue(text),
+    jobq.jq_maintain()
+TO jobq_admin;
+GRANT SELECT ON jobq.queue_stats, jobq.running_jobs, jobq.failed_jobs, jobq.workers
+TO jobq_observer, jobq_admin;
+GRANT UPDATE (every, budget) ON jobq.maintenance TO jobq_admin;

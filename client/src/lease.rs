@@ -168,6 +168,8 @@ pub enum TempFailOutcome {
     RetryAt(DateTime<Utc>),
     /// Its attempts are used up: it failed for good.
     Failed,
+    /// Its cancellation had been requested: it ends cancelled, not retried.
+    Cancelled,
 }
 
 /// Fails this attempt. With no `retry_in`, the job type's backoff applies.
@@ -184,9 +186,11 @@ pub async fn temp_fail<C: GenericClient>(
             &[&lease.job_id, &lease.token, &message, &retry_secs],
         )
         .await?;
-    match row.try_get::<_, Option<DateTime<Utc>>>("run_at")? {
-        Some(at) => Ok(TempFailOutcome::RetryAt(at)),
-        None => Ok(TempFailOutcome::Failed),
+    let state: &str = row.try_get("state")?;
+    match (state, row.try_get::<_, Option<DateTime<Utc>>>("run_at")?) {
+        ("cancelled", _) => Ok(TempFailOutcome::Cancelled),
+        (_, Some(at)) => Ok(TempFailOutcome::RetryAt(at)),
+        (_, None) => Ok(TempFailOutcome::Failed),
     }
 }
 

@@ -3,7 +3,9 @@
 
 use crate::job::{JobType, NewJob};
 use crate::Result;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::time::Duration;
 use tokio_postgres::GenericClient;
 
 /// Enqueues one job and returns its id (or, with a unique key that is taken,
@@ -66,4 +68,53 @@ pub(crate) fn jobs_json(jobs: &[NewJob]) -> Value {
 
 pub(crate) fn delays_ms(jobs: &[NewJob]) -> Vec<Option<f64>> {
     jobs.iter().map(NewJob::delay_ms).collect()
+}
+
+/// Option setters, so a job reads as one expression:
+/// `NewJob::typed(&email)?.queue("mail").delay(Duration::from_secs(60))`.
+impl NewJob {
+    /// Puts the job in this queue (default `default`).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options.queue = Some(queue.into());
+        self
+    }
+
+    /// Lower runs first (default 0).
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
+
+    /// Not before this time.
+    pub fn run_at(mut self, run_at: DateTime<Utc>) -> Self {
+        self.options.run_at = Some(run_at);
+        self
+    }
+
+    /// Not before this long after enqueue, on the database clock (a
+    /// producer's clock may be off; the lease and due times are the
+    /// database's).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.options.delay = Some(delay);
+        self
+    }
+
+    /// Attempts before the job fails for good.
+    pub fn max_attempts(mut self, max_attempts: i32) -> Self {
+        self.options.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// At most one waiting or running job per job type and key: enqueueing
+    /// again returns the live job's id.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.options.unique_key = Some(key.into());
+        self
+    }
+
+    /// Not after this time: a job not started by then ends as `expired`.
+    pub fn expires_at(mut self, expires_at: DateTime<Utc>) -> Self {
+        self.options.expires_at = Some(expires_at);
+        self
+    }
 }

@@ -9,6 +9,15 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod wakeup;
+
+/// Runs when the library is loaded: at server start with
+/// `shared_preload_libraries = 'jobq'`, or on first use otherwise.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    wakeup::init();
+}
+
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(
     "../../sql/internal.sql",
@@ -34,6 +43,16 @@ extension_sql_file!(
     "../../sql/events.sql",
     name = "events",
     requires = ["enqueue", "worker", "details"]
+);
+extension_sql_file!(
+    "../../sql/notify.sql",
+    name = "notify",
+    requires = ["events"]
+);
+extension_sql_file!(
+    "../../sql/control.sql",
+    name = "control",
+    requires = ["notify"]
 );
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 

@@ -69,4 +69,33 @@ mod tests {
     fn enqueue_many_rejects_non_arrays() {
         Spi::run(r#"SELECT jobq.jq_enqueue_many('{"job_type": "x"}')"#).expect("must raise");
     }
+
+    fn tick_sleep_ms() -> i32 {
+        Spi::get_one::<i32>(
+            "SELECT sleep_ms FROM jobq._wakeup_tick(now(), '{}', '{}', false, true)",
+        )
+        .expect("tick failed")
+        .expect("NULL sleep")
+    }
+
+    #[pg_test]
+    fn wakeup_tick_sleeps_until_the_next_due_time_and_at_most_a_second() {
+        assert_eq!(
+            tick_sleep_ms(),
+            1000,
+            "nothing scheduled: the longest sleep, not a spin"
+        );
+        Spi::run(
+            "SELECT jobq.jq_enqueue('later', run_at => clock_timestamp() + interval '1 hour')",
+        )
+        .expect("enqueue");
+        assert_eq!(tick_sleep_ms(), 1000);
+        Spi::run("SELECT jobq.jq_enqueue('soon', run_at => clock_timestamp() + interval '300 ms')")
+            .expect("enqueue");
+        let soon = tick_sleep_ms();
+        assert!(
+            (1..=300).contains(&soon),
+            "slept {soon} ms for a job due in 300 ms"
+        );
+    }
 }

@@ -16,7 +16,10 @@ bash "$here/setup.sh"
 
 if [ -z "${DATABASE_URL:-}" ]; then
     log "starting the demo cluster"
-    server_url="$(bash "$here/pg-cluster.sh" start demo 54331)"
+    # Restart so that the preloaded library is the one just installed.
+    bash "$here/pg-cluster.sh" stop demo
+    server_url="$(bash "$here/pg-cluster.sh" start demo 54331 \
+        "shared_preload_libraries = 'jobq'" "max_worker_processes = 32")"
     psql "$server_url" -Xq -c "DROP DATABASE IF EXISTS jobq_demo WITH (FORCE)" -c "CREATE DATABASE jobq_demo"
     url="${server_url%/postgres}/jobq_demo"
 else

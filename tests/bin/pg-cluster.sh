@@ -27,16 +27,19 @@ start)
         [ "$(id -u)" = 0 ] && chown postgres: "$base"
         as_owner "$pg_bin/initdb" -D "$data" --auth=trust --username=postgres \
             --encoding=UTF8 --locale=C >"$base/initdb.log"
-        {
-            echo "listen_addresses = '127.0.0.1'"
-            echo "port = $port"
-            echo "unix_socket_directories = '$base'"
-            echo "max_connections = 200"
-            echo "shared_buffers = 256MB"
-            echo "logging_collector = off"
-            for line in "$@"; do echo "$line"; done
-        } | as_owner tee -a "$data/postgresql.conf" >/dev/null
+        echo "include 'jobq-cluster.conf'" | as_owner tee -a "$data/postgresql.conf" >/dev/null
     fi
+    # Rewritten at every start, so a re-used cluster gets this run's settings
+    # (they apply at the next start; stop first to change a running one).
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $port"
+        echo "unix_socket_directories = '$base'"
+        echo "max_connections = 200"
+        echo "shared_buffers = 256MB"
+        echo "logging_collector = off"
+        for line in "$@"; do echo "$line"; done
+    } | as_owner tee "$data/jobq-cluster.conf" >/dev/null
     if ! as_owner "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         as_owner "$pg_bin/pg_ctl" -D "$data" -l "$base/server.log" -w -t 60 start >/dev/null
     fi

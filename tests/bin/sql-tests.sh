@@ -20,6 +20,13 @@ regress_tests=("$root"/tests/regress/sql/*.sql)
 isolation_tests=("$root"/tests/isolation/specs/*.spec)
 names() { for f in "$@"; do basename "${f%.*}"; done; }
 
+# pg_regress drops its database without FORCE, which fails while jobq's
+# wake-up worker is connected to it (a re-run on a running cluster).
+for db in jobq_regress jobq_isolation; do
+    psql -X -q -h "$host" -p "$port" -U postgres -d postgres \
+        -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+done
+
 status=0
 if [ "${#regress_tests[@]}" -gt 0 ]; then
     "$pgxs/test/regress/pg_regress" --host="$host" --port="$port" --user=postgres \

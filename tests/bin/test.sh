@@ -5,8 +5,9 @@
 #   2. #[pg_test] units inside a Postgres backend (cargo pgrx test)
 #   3. SQL suites: pg_regress and pg_isolation_regress
 #   4. Rust integration tests over real connections (tests/*.rs)
-# Levels 3 and 4 use a throwaway cluster started here, or the server named by
-# DATABASE_URL when it is set (jobq must be installable there).
+# Levels 3 and 4 use a throwaway cluster started here with jobq preloaded, or
+# the server named by DATABASE_URL when it is set (jobq must be installed and in
+# its shared_preload_libraries: the wake-up tests need the background worker).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,7 +35,10 @@ bash "$here/setup.sh"
 
 if [ -z "${DATABASE_URL:-}" ]; then
     log "starting a throwaway cluster"
-    DATABASE_URL="$(bash "$here/pg-cluster.sh" start test 54329)"
+    # Restart so that the preloaded library is the one just installed.
+    bash "$here/pg-cluster.sh" stop test
+    DATABASE_URL="$(bash "$here/pg-cluster.sh" start test 54329 \
+        "shared_preload_libraries = 'jobq'" "max_worker_processes = 64")"
     trap 'bash "$here/pg-cluster.sh" stop test' EXIT
 fi
 export DATABASE_URL

@@ -2,8 +2,11 @@
 //! own, with the extension created, on the server that `DATABASE_URL` names
 //! (the test command starts a throwaway cluster and sets it).
 
+use futures_util::stream::{poll_fn, StreamExt};
 use std::str::FromStr;
-use tokio_postgres::{Client, Config, NoTls};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Notification};
 
 /// One test's own database.
 pub struct TestDb {
@@ -88,4 +91,79 @@ pub async fn count(client: &Client, sql: &str) -> i64 {
         .await
         .expect("count query failed")
         .get(0)
+}
+
+/// A connection LISTENing on `channels`, with its notifications in a channel.
+pub async fn listen(
+    config: &Config,
+    channels: &[&str],
+) -> (Client, UnboundedReceiver<Notification>) {
+    let (client, mut connection) = config
+        .connect(NoTls)
+        .await
+        .expect("cannot connect to the test server");
+    let (sender, receiver) = unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    if sender.send(notification).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    eprintln!("listening connection ended: {error}");
+                    return;
+                }
+            }
+        }
+    });
+    for channel in channels {
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .expect("LISTEN failed");
+    }
+    (client, receiver)
+}
+
+/// Every notification that arrives within `window`.
+pub async fn collect_for(
+    receiver: &mut UnboundedReceiver<Notification>,
+    window: Duration,
+) -> Vec<Notification> {
+    let deadline = Instant::now() + window;
+    let mut got = Vec::new();
+    while let Ok(Some(notification)) =
+        tokio::time::timeout_at(deadline.into(), receiver.recv()).await
+    {
+        got.push(notification);
+    }
+    got
+}
+
+/// Waits until this database's wake-up worker runs (jobq preloaded) and
+/// returns its pid.
+pub async fn wakeup_worker_pid(client: &Client) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT pid FROM jobq.jq_wakeup_workers() \
+                 WHERE database_oid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .await
+            .expect("jq_wakeup_workers");
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no wake-up worker: is jobq in shared_preload_libraries of the test server?"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

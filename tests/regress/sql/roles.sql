@@ -154,7 +154,7 @@ SELECT count(*) FROM jobq.jobs;
 \echo :SQLSTATE
 UPDATE jobq.job_types SET max_attempts = 5 WHERE job_type = '*';
 \echo :SQLSTATE
-SELECT jobq._insert_specs(ARRAY[ROW('roles', NULL, NULL, NULL, NULL, NULL, NULL, NULL)]::jobq.job_spec[], now());
+SELECT jobq._insert_specs(ARRAY[jsonb_populate_record(NULL::jobq.job_spec, '{"job_type": "roles"}')], now());
 \echo :SQLSTATE
 RESET ROLE;
 SELECT jobq.jq_details(:id) ->> 'state' AS still;
@@ -215,7 +215,7 @@ DELETE FROM jobq.jobs WHERE id = :aid;
 -- and the internal functions are not callable
 SELECT jobq._raise('JQ010', 'from outside');
 \echo :SQLSTATE
-SELECT jobq._insert_specs(ARRAY[ROW('roles', NULL, NULL, NULL, NULL, NULL, NULL, NULL)]::jobq.job_spec[], now());
+SELECT jobq._insert_specs(ARRAY[jsonb_populate_record(NULL::jobq.job_spec, '{"job_type": "roles"}')], now());
 \echo :SQLSTATE
 SELECT jobq._reap_expired_leases(now(), 10);
 \echo :SQLSTATE

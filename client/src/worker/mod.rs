@@ -1,0 +1,211 @@
+//! The worker runtime: register a handler per job type, then [`Worker::run`].
+//!
+//! ```no_run
+//! use jobq_client::worker::{JobContext, Outcome, Worker};
+//!
+//! # async fn example() -> jobq_client::Result<()> {
+//! let config: tokio_postgres::Config = "postgres://worker@localhost/app".parse()?;
+//! Worker::builder(config)
+//!     .concurrency(16)
+//!     .handler("send_email", |job: JobContext| async move {
+//!         let to = job.job().args["to"].as_str().unwrap_or_default().to_owned();
+//!         // ... send it; an Err(e) is a temp_fail with e's message.
+//!         Ok::<_, std::io::Error>(Outcome::complete_with(serde_json::json!({ "to": to })))
+//!     })
+//!     .build()?
+//!     .run() // until SIGTERM or ctrl-c
+//!     .await
+//! # }
+//! ```
+//!
+//! Inside, one task grabs (in batches, up to `concurrency + prefetch` jobs
+//! held), one records outcomes (completions batched into one statement), one
+//! extends the leases of held jobs, and one LISTENs for wake-ups; each has
+//! its own connection and reconnects after losing it.
+
+mod builder;
+mod completer;
+mod config;
+mod connection;
+mod handler;
+mod heartbeat;
+mod leases;
+mod listener;
+mod runtime;
+
+pub use builder::WorkerBuilder;
+pub use config::{WorkerConfig, WorkerIdentity};
+pub use handler::{BoxError, Handler, HandlerFuture, JobContext, Outcome};
+
+use crate::lease::GrabRequest;
+use crate::{Error, Result};
+use completer::Completer;
+use connection::{connector, Connect, Link};
+use leases::Leases;
+use listener::{Filter, Wakeups};
+use runtime::{Dispatcher, Handlers};
+use std::future::Future;
+use std::sync::Arc;
+use tokio_postgres::{Config, NoTls};
+use tokio_util::sync::CancellationToken;
+
+/// A configured worker; build one with [`Worker::builder`].
+pub struct Worker {
+    connect: Connect,
+    config: WorkerConfig,
+    handlers: Handlers,
+    identity: WorkerIdentity,
+    name: String,
+}
+
+impl Worker {
+    /// A worker that connects with `config`, without TLS (see
+    /// [`WorkerBuilder::tls`]).
+    pub fn builder(config: Config) -> WorkerBuilder {
+        WorkerBuilder::new(connector(config, NoTls))
+    }
+
+    pub fn identity(&self) -> &WorkerIdentity {
+        &self.identity
+    }
+
+    /// Recorded as the holder of this worker's leases.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs until SIGTERM or ctrl-c (SIGINT), then shuts down gracefully.
+    pub async fn run(self) -> Result<()> {
+        let signals = shutdown_signal()?;
+        self.run_until(signals).await
+    }
+
+    /// Runs until `stop` resolves, then shuts down gracefully: no more grabs,
+    /// prefetched jobs that never started are handed back (grabbable at once),
+    /// running handlers get the grace period, and every outcome is recorded
+    /// before this returns.
+    ///
+    /// Fails only at start, when the database cannot be reached; later
+    /// connection losses are retried.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<()> {
+        let config = self.config;
+        let reconnect = (config.reconnect_min, config.reconnect_max);
+        let grab_link = Arc::new(Link::new(
+            Arc::clone(&self.connect),
+            "grab",
+            reconnect.0,
+            reconnect.1,
+        ));
+        let complete_link = Arc::new(Link::new(
+            Arc::clone(&self.connect),
+            "complete",
+            reconnect.0,
+            reconnect.1,
+        ));
+        // A wrong URL or password should fail here, not be retried forever.
+        grab_link.client().await?;
+        complete_link.client().await?;
+        tracing::info!(worker = %self.name, job_types = ?self.handlers.keys().collect::<Vec<_>>(),
+            concurrency = config.concurrency, "worker started");
+
+        let leases = Leases::default();
+        let wakeups = Arc::new(Wakeups::default());
+        let background = CancellationToken::new();
+        let give_up = CancellationToken::new();
+        let (outcomes, outcomes_rx) =
+            tokio::sync::mpsc::channel(config.capacity() * 2 + config.complete_batch);
+
+        let listener = config.listen.then(|| {
+            let filter = Filter {
+                job_types: self.handlers.keys().cloned().collect(),
+                queues: config.queues.as_ref().map(|q| q.iter().cloned().collect()),
+            };
+            tokio::spawn(listener::run(
+                Arc::clone(&self.connect),
+                filter,
+                Arc::clone(&wakeups),
+                reconnect,
+                background.clone(),
+            ))
+        });
+        let heartbeat = tokio::spawn(heartbeat::run(
+            Arc::clone(&grab_link),
+            leases.clone(),
+            config.lease,
+            background.clone(),
+        ));
+        let completer = tokio::spawn(
+            Completer {
+                link: complete_link,
+                leases: leases.clone(),
+                batch: config.complete_batch,
+                interval: config.complete_interval,
+                give_up: give_up.clone(),
+            }
+            .run(outcomes_rx),
+        );
+
+        let request = GrabRequest {
+            job_types: Some(self.handlers.keys().cloned().collect()),
+            queues: config.queues.clone(),
+            search: None,
+            lease: config.lease,
+            max_jobs: 1,
+            worker: Some(self.name.clone()),
+        };
+        Dispatcher {
+            config,
+            handlers: Arc::new(self.handlers),
+            request,
+            link: grab_link,
+            leases: leases.clone(),
+            wakeups,
+            outcomes,
+            shutdown: CancellationToken::new(),
+            give_up,
+        }
+        .run(stop)
+        .await;
+
+        // The dispatcher (and with it the outcome sender) is gone: the
+        // completer records what is left and stops.
+        join("completer", completer).await;
+        background.cancel();
+        join("heartbeat", heartbeat).await;
+        if let Some(listener) = listener {
+            join("listener", listener).await;
+        }
+        tracing::info!(worker = %self.name, unrecorded = leases.len(), "worker stopped");
+        Ok(())
+    }
+}
+
+async fn join(what: &str, task: tokio::task::JoinHandle<()>) {
+    if let Err(error) = task.await {
+        tracing::error!(task = what, %error, "worker task failed");
+    }
+}
+
+/// Resolves at SIGTERM or ctrl-c. The handlers are installed before it is
+/// awaited, so a signal that arrives early is not lost.
+fn shutdown_signal() -> Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Config(format!("cannot handle SIGTERM: {e}")))?;
+    Ok(async move {
+        #[cfg(unix)]
+        let terminated = terminate.recv();
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = terminated => tracing::info!("SIGTERM received"),
+            result = tokio::signal::ctrl_c() => match result {
+                Ok(()) => tracing::info!("interrupt received"),
+                Err(error) => {
+                    tracing::error!(%error, "cannot wait for ctrl-c; waiting for SIGTERM only");
+                    std::future::pending::<()>().await;
+                }
+            },
+        }
+    })
+}

@@ -1,0 +1,323 @@
+//! The dispatcher: grabs jobs in batches, runs up to `concurrency` handlers,
+//! hands their outcomes to the completer, and shuts down gracefully.
+//!
+//! One grab is in flight at a time, asking for whatever the worker can take
+//! (`concurrency + prefetch` minus what it holds), so under load grabs batch
+//! themselves. When idle it grabs only on a wake-up or a poll tick: a grab
+//! that came back short means nothing more is due, unless a wake-up arrived
+//! while it ran.
+
+use super::config::{WorkerConfig, MAX_GRAB};
+use super::connection::{Backoff, Link};
+use super::handler::{error_message, panic_message, BoxError, Handler, JobContext, Outcome};
+use super::leases::Leases;
+use super::listener::Wakeups;
+use crate::lease::{grab, GrabRequest, Lease, LeasedJob};
+use crate::lease_batch::{release_many, ReleaseOutcome};
+use crate::Result;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::Sender;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How long after the grace period outcomes may still be retried on a broken
+/// connection before the worker gives up on them.
+const FLUSH_TIME: Duration = Duration::from_secs(10);
+
+pub(crate) type Handlers = HashMap<String, Arc<dyn Handler>>;
+
+struct Prefetched {
+    job: LeasedJob,
+    lost: CancellationToken,
+}
+
+struct Running {
+    lease: Lease,
+    lost: CancellationToken,
+}
+
+pub(crate) struct Dispatcher {
+    pub config: WorkerConfig,
+    pub handlers: Arc<Handlers>,
+    pub request: GrabRequest,
+    pub link: Arc<Link>,
+    pub leases: Leases,
+    pub wakeups: Arc<Wakeups>,
+    pub outcomes: Sender<(Lease, Outcome)>,
+    /// Cancelled when shutdown starts; handlers see it in their context.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: calls stop retrying.
+    pub give_up: CancellationToken,
+}
+
+struct State {
+    prefetched: VecDeque<Prefetched>,
+    running: HashMap<tokio::task::Id, Running>,
+    tasks: JoinSet<Result<Outcome, BoxError>>,
+    grab: Option<JoinHandle<Result<Vec<LeasedJob>>>>,
+    /// The wake-up count when the grab in flight was sent, and what it asked for.
+    grab_seq: u64,
+    grab_asked: usize,
+    /// Whether a grab may find something.
+    maybe_due: bool,
+    /// After a failed grab, not before this.
+    grab_after: Option<Instant>,
+    grab_backoff: Backoff,
+}
+
+impl Dispatcher {
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let mut state = State {
+            prefetched: VecDeque::new(),
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
+            grab: None,
+            grab_seq: 0,
+            grab_asked: 0,
+            maybe_due: true,
+            grab_after: None,
+            grab_backoff: Backoff::new(self.config.reconnect_min, self.config.reconnect_max),
+        };
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            self.start_handlers(&mut state);
+            self.start_grab(&mut state);
+            tokio::select! {
+                () = &mut stop => break,
+                Some(joined) = state.tasks.join_next_with_id() => self.finished(&mut state, joined).await,
+                grabbed = wait_for(&mut state.grab) => {
+                    state.grab = None;
+                    self.grabbed(&mut state, grabbed);
+                }
+                () = self.wakeups.notified() => state.maybe_due = true,
+                _ = poll.tick() => state.maybe_due = true,
+                () = sleep_until(state.grab_after) => state.grab_after = None,
+            }
+        }
+        self.drain(state).await;
+    }
+
+    fn start_handlers(&self, state: &mut State) {
+        while state.running.len() < self.config.concurrency {
+            let Some(Prefetched { job, lost }) = state.prefetched.pop_front() else {
+                return;
+            };
+            if lost.is_cancelled() {
+                continue;
+            }
+            let Some(handler) = self.handlers.get(&job.job_type) else {
+                // jq_grab only returns the types asked for. Should one slip
+                // through, stop extending its lease so that it runs elsewhere.
+                tracing::error!(job_id = job.id, job_type = %job.job_type, "no handler for the job type");
+                self.leases.forget(job.lease());
+                continue;
+            };
+            let handler = Arc::clone(handler);
+            let lease = job.lease();
+            let span = tracing::info_span!("job", id = job.id, job_type = %job.job_type, attempt = job.attempt);
+            let context = JobContext::new(Arc::new(job), lost.clone(), self.shutdown.clone());
+            // The handler is called inside the task, so a panic while it
+            // builds its future is caught like one while it runs.
+            let task = state
+                .tasks
+                .spawn(async move { handler.call(context).await }.instrument(span));
+            state.running.insert(task.id(), Running { lease, lost });
+        }
+    }
+
+    fn start_grab(&self, state: &mut State) {
+        let held = state.running.len() + state.prefetched.len();
+        let capacity = self.config.capacity();
+        if state.grab.is_some()
+            || !state.maybe_due
+            || state.grab_after.is_some()
+            || self.shutdown.is_cancelled()
+            || held >= capacity
+            // Top the prefetch up once it is half used, not job by job.
+            || state.prefetched.len() > self.config.prefetch / 2
+        {
+            return;
+        }
+        let asked = (capacity - held).min(MAX_GRAB);
+        let mut request = self.request.clone();
+        request.max_jobs = i32::try_from(asked).unwrap_or(1);
+        let link = Arc::clone(&self.link);
+        state.grab_seq = self.wakeups.seq();
+        state.grab_asked = asked;
+        state.grab = Some(tokio::spawn(async move {
+            link.once(|client| async move { grab(&*client, &request).await })
+                .await
+        }));
+    }
+
+    fn grabbed(
+        &self,
+        state: &mut State,
+        grabbed: std::result::Result<Result<Vec<LeasedJob>>, JoinError>,
+    ) {
+        let jobs = match grabbed {
+            Ok(Ok(jobs)) => jobs,
+            Ok(Err(error)) => {
+                let delay = state.grab_backoff.next_delay();
+                tracing::warn!(%error, ?delay, "grab failed");
+                state.grab_after = Some(Instant::now() + delay);
+                state.maybe_due = true;
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "grab task failed");
+                state.grab_after = Some(Instant::now() + state.grab_backoff.next_delay());
+                return;
+            }
+        };
+        state.grab_backoff.reset();
+        if jobs.len() < state.grab_asked {
+            state.maybe_due = self.wakeups.seq() != state.grab_seq;
+        }
+        // Counted from when the grab came back; the lease started earlier,
+        // by at most a round trip, which lease / 6 of slack covers.
+        let now = std::time::Instant::now();
+        for job in jobs {
+            let lost = self.leases.hold(&job, now);
+            state.prefetched.push_back(Prefetched { job, lost });
+        }
+    }
+
+    async fn finished(
+        &self,
+        state: &mut State,
+        joined: std::result::Result<(tokio::task::Id, Result<Outcome, BoxError>), JoinError>,
+    ) {
+        let (task, result) = match joined {
+            Ok((task, result)) => (task, Ok(result)),
+            Err(error) => (error.id(), Err(error)),
+        };
+        let Some(Running { lease, lost }) = state.running.remove(&task) else {
+            return;
+        };
+        let outcome = match result {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => Outcome::retry(error_message(&*error)),
+            Err(error) if error.is_panic() => {
+                let message = panic_message(&*error.into_panic());
+                tracing::error!(job_id = lease.job_id, %message, "handler panicked");
+                Outcome::retry(format!("handler panicked: {message}"))
+            }
+            Err(_cancelled) => Outcome::retry_in(
+                "the worker shut down before the handler finished",
+                Duration::ZERO,
+            ),
+        };
+        if lost.is_cancelled() {
+            tracing::warn!(
+                job_id = lease.job_id,
+                "handler finished after its lease was lost; outcome dropped"
+            );
+            return;
+        }
+        self.leases.finishing(lease);
+        if self.outcomes.send((lease, outcome)).await.is_err() {
+            tracing::error!(
+                job_id = lease.job_id,
+                "the completer stopped; outcome dropped"
+            );
+        }
+    }
+
+    /// Stop grabbing, hand back what never started, give running handlers
+    /// the grace period, then stop the rest.
+    async fn drain(&self, mut state: State) {
+        self.shutdown.cancel();
+        let deadline = Instant::now() + self.config.grace_period;
+        let give_up = self.give_up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline + FLUSH_TIME).await;
+            give_up.cancel();
+        });
+        tracing::info!(
+            running = state.running.len(),
+            prefetched = state.prefetched.len(),
+            "shutting down"
+        );
+        // A grab in flight may have leased jobs already; wait for them so
+        // they can be handed back too.
+        if let Some(grab) = state.grab.take() {
+            let grabbed = grab.await;
+            self.grabbed(&mut state, grabbed);
+        }
+        self.release(std::mem::take(&mut state.prefetched)).await;
+
+        while !state.tasks.is_empty() {
+            tokio::select! {
+                Some(joined) = state.tasks.join_next_with_id() => self.finished(&mut state, joined).await,
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if !state.tasks.is_empty() {
+            tracing::warn!(
+                handlers = state.tasks.len(),
+                "grace period over; stopping the handlers still running"
+            );
+            state.tasks.abort_all();
+            while let Some(joined) = state.tasks.join_next_with_id().await {
+                self.finished(&mut state, joined).await;
+            }
+        }
+    }
+
+    async fn release(&self, prefetched: VecDeque<Prefetched>) {
+        let leases: Vec<Lease> = prefetched
+            .iter()
+            .filter(|p| !p.lost.is_cancelled())
+            .map(|p| p.job.lease())
+            .collect();
+        if leases.is_empty() {
+            return;
+        }
+        let released = self
+            .link
+            .call("release", &self.give_up, |client| {
+                let leases = &leases;
+                async move { release_many(&*client, leases).await }
+            })
+            .await;
+        for lease in &leases {
+            self.leases.forget(*lease);
+        }
+        match released {
+            Ok(outcomes) => {
+                let back = outcomes
+                    .iter()
+                    .filter(|(_, outcome)| *outcome == ReleaseOutcome::Released)
+                    .count();
+                tracing::info!(
+                    jobs = back,
+                    "handed back prefetched jobs that never started"
+                );
+            }
+            Err(error) => tracing::warn!(%error, jobs = leases.len(),
+                "cannot hand back prefetched jobs; they run again once their leases run out"),
+        }
+    }
+}
+
+async fn wait_for<T>(task: &mut Option<JoinHandle<T>>) -> std::result::Result<T, JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

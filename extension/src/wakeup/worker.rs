@@ -1,0 +1,188 @@
+//! The wake-up worker: one background worker per database that uses jobq.
+//!
+//! Started on demand (by `jobq._ensure_wakeup_worker()`, which every grab
+//! calls, and by CREATE EXTENSION), never restarted by the postmaster: if it
+//! dies, the next grab starts a new one. Each tick it sends the signals that
+//! committed producers posted, and announces jobs that fell due by time
+//! (scheduled run_at, retry delays, expired leases); the SQL of a tick is
+//! `jobq._wakeup_tick`.
+
+use super::board::{self, Channel};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::time::{Duration, Instant};
+
+/// How long a new worker waits for CREATE EXTENSION to commit.
+const EXTENSION_WAIT: Duration = Duration::from_secs(10);
+/// Floor between ticks during a stream of commits: each tick then sends what
+/// arrived in the last few milliseconds in one transaction, so a busy worker
+/// runs a few hundred small transactions a second, not one per commit.
+const MIN_TICK_INTERVAL: Duration = Duration::from_millis(5);
+/// Floor between scans for due jobs that producers asked for; the regular
+/// scans follow the next known due time, at most a second apart.
+const MIN_RESCAN_INTERVAL: Duration = Duration::from_millis(20);
+
+const WORKER_FUNCTION: &str = "jobq_wakeup_worker_main";
+
+/// Starts this database's wake-up worker unless one is alive. Returns true
+/// when a worker is alive or was started; false without preloading.
+#[pg_extern(volatile, strict, parallel_unsafe, name = "_ensure_wakeup_worker")]
+#[search_path(jobq, pg_catalog, pg_temp)]
+fn ensure_wakeup_worker() -> bool {
+    if !board::is_preloaded() {
+        return false;
+    }
+    // SAFETY: MyDatabaseId is set once at connection start.
+    let database = unsafe { pg_sys::MyDatabaseId };
+    if board::worker_of(database.to_u32()).is_some() {
+        return true;
+    }
+    BackgroundWorkerBuilder::new(&format!("jobq wakeup worker for database {database}"))
+        .set_type("jobq wakeup worker")
+        .set_library("jobq")
+        .set_function(WORKER_FUNCTION)
+        .set_argument(Some(pg_sys::Datum::from(database)))
+        .enable_spi_access()
+        .set_restart_time(None)
+        .load_dynamic()
+        .is_ok()
+}
+
+/// Live wake-up workers, for operators: which database each serves.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+#[search_path(jobq, pg_catalog, pg_temp)]
+fn jq_wakeup_workers() -> TableIterator<'static, (name!(database_oid, i64), name!(pid, i32))> {
+    let rows: Vec<(i64, i32)> = board::live_workers()
+        .into_iter()
+        .map(|w| (i64::from(w.database), w.pid))
+        .collect();
+    TableIterator::new(rows)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_slot_on_exit(_code: i32, _arg: pg_sys::Datum) {
+    // SAFETY: MyProcPid is this process's pid, set before any extension code runs.
+    board::release_worker_slot(unsafe { pg_sys::MyProcPid });
+}
+
+/// Entry point of the worker process; the argument is the database OID.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
+    let database = pg_sys::Oid::from(argument.value() as u32);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+
+    // SAFETY: process globals, set before the worker's main runs.
+    let (pid, latch) = unsafe { (pg_sys::MyProcPid, pg_sys::MyLatch) };
+    if !board::claim_worker_slot(database.to_u32(), pid, latch) {
+        return; // another worker serves this database
+    }
+    // SAFETY: registering a plain function pointer; it runs at process exit,
+    // including after an ERROR, so the slot never points at a dead process.
+    unsafe { pg_sys::on_shmem_exit(Some(release_slot_on_exit), pg_sys::Datum::from(0)) };
+
+    // CREATE EXTENSION starts this worker before its own transaction commits:
+    // give it a moment to become visible before concluding jobq is absent.
+    let started = Instant::now();
+    loop {
+        let installed = BackgroundWorker::transaction(|| {
+            Spi::get_one::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'jobq')",
+            )
+        });
+        if matches!(installed, Ok(Some(true))) {
+            break;
+        }
+        if started.elapsed() > EXTENSION_WAIT
+            || !BackgroundWorker::wait_latch(Some(Duration::from_millis(50)))
+        {
+            return;
+        }
+    }
+
+    let mut scanned_until: Option<TimestampWithTimeZone> = None;
+    let now = Instant::now();
+    let mut next_scan = now;
+    let mut last_scan = now - MIN_RESCAN_INTERVAL;
+    let mut last_tick = now - MIN_TICK_INTERVAL;
+    let mut last_gap = MIN_TICK_INTERVAL;
+    let mut rescan_requested = false;
+    let mut sleep = Duration::ZERO;
+    while BackgroundWorker::wait_latch(Some(sleep)) {
+        // In a stream of commits (the last two ticks came close together),
+        // let what arrives in the next few milliseconds share one
+        // transaction; a signal after a quiet spell goes out at once.
+        let since_tick = last_tick.elapsed();
+        if last_gap < MIN_TICK_INTERVAL && since_tick < MIN_TICK_INTERVAL {
+            std::thread::sleep(MIN_TICK_INTERVAL - since_tick);
+        }
+        let (mut signals, overflowed) = board::take(database.to_u32());
+        let rescans_before = signals.len();
+        signals.retain(|(channel, _)| *channel != Channel::Rescan);
+        rescan_requested |= signals.len() != rescans_before;
+
+        let now = Instant::now();
+        let scan = now >= next_scan || (rescan_requested && now >= last_scan + MIN_RESCAN_INTERVAL);
+        if signals.is_empty() && !overflowed && !scan {
+            sleep = wait_until(
+                now,
+                next_scan,
+                rescan_requested.then_some(last_scan + MIN_RESCAN_INTERVAL),
+            );
+            continue;
+        }
+        let channels: Vec<&str> = signals.iter().map(|(c, _)| c.name()).collect();
+        let payloads: Vec<&str> = signals.iter().map(|(_, p)| p.as_str()).collect();
+        let since = scanned_until;
+        let tick = BackgroundWorker::transaction(move || {
+            Spi::get_two_with_args::<TimestampWithTimeZone, i32>(
+                "SELECT scanned_until, sleep_ms FROM jobq._wakeup_tick($1, $2, $3, $4, $5)",
+                &[
+                    match since {
+                        Some(t) => DatumWithOid::from(t),
+                        None => DatumWithOid::null::<TimestampWithTimeZone>(),
+                    },
+                    DatumWithOid::from(channels),
+                    DatumWithOid::from(payloads),
+                    DatumWithOid::from(overflowed),
+                    DatumWithOid::from(scan),
+                ],
+            )
+        });
+        last_gap = last_tick.elapsed();
+        last_tick = Instant::now();
+        match tick {
+            Ok((until, sleep_ms)) => {
+                if scan {
+                    scanned_until = until.or(scanned_until);
+                    last_scan = now;
+                    rescan_requested = false;
+                    let wait_ms = sleep_ms.unwrap_or(1000).clamp(1, 1000) as u64;
+                    next_scan = now + Duration::from_millis(wait_ms);
+                }
+            }
+            Err(error) => {
+                // The extension was dropped or the tick failed: leave; the
+                // next grab starts a fresh worker if jobq is still there.
+                log!("jobq wakeup worker stops: {error}");
+                return;
+            }
+        }
+        sleep = wait_until(
+            Instant::now(),
+            next_scan,
+            rescan_requested.then_some(last_scan + MIN_RESCAN_INTERVAL),
+        );
+    }
+}
+
+/// How long to sleep before the next scan (or the earliest allowed rescan).
+fn wait_until(now: Instant, next_scan: Instant, rescan_at: Option<Instant>) -> Duration {
+    let target = rescan_at.map_or(next_scan, |at| at.min(next_scan));
+    target
+        .saturating_duration_since(now)
+        .max(Duration::from_millis(1))
+}
