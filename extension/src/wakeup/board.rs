@@ -7,7 +7,7 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Databases that can have a wake-up worker at once.
-pub(crate) const MAX_DATABASES: usize = 32;
+pub(crate) const MAX_DATABASES: usize = 128;
 /// Distinct signals that can wait for a worker; beyond that a database is
 /// marked as overflowed and its worker sends one catch-all wake-up.
 pub(crate) const MAX_PENDING: usize = 256;

@@ -39,15 +39,21 @@ fn ensure_wakeup_worker() -> bool {
     if board::worker_of(database.to_u32()).is_some() {
         return true;
     }
-    BackgroundWorkerBuilder::new(&format!("jobq wakeup worker for database {database}"))
-        .set_type("jobq wakeup worker")
-        .set_library("jobq")
-        .set_function(WORKER_FUNCTION)
-        .set_argument(Some(pg_sys::Datum::from(database)))
-        .enable_spi_access()
-        .set_restart_time(None)
-        .load_dynamic()
-        .is_ok()
+    let registered =
+        BackgroundWorkerBuilder::new(&format!("jobq wakeup worker for database {database}"))
+            .set_type("jobq wakeup worker")
+            .set_library("jobq")
+            .set_function(WORKER_FUNCTION)
+            .set_argument(Some(pg_sys::Datum::from(database)))
+            .enable_spi_access()
+            .set_restart_time(None)
+            .load_dynamic()
+            .is_ok();
+    if !registered {
+        // Producers fall back to NOTIFY meanwhile; the next grab tries again.
+        log!("jobq: cannot start a wake-up worker for database {database}: raise max_worker_processes");
+    }
+    registered
 }
 
 /// Live wake-up workers, for operators: which database each serves.
@@ -78,7 +84,10 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
     // SAFETY: process globals, set before the worker's main runs.
     let (pid, latch) = unsafe { (pg_sys::MyProcPid, pg_sys::MyLatch) };
     if !board::claim_worker_slot(database.to_u32(), pid, latch) {
-        return; // another worker serves this database
+        // Another worker serves this database (two grabs may each start
+        // one), or every slot of the board is taken.
+        log!("jobq wakeup worker for database {database} not needed or no free slot; exiting");
+        return;
     }
     // SAFETY: registering a plain function pointer; it runs at process exit,
     // including after an ERROR, so the slot never points at a dead process.
@@ -99,6 +108,9 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
         if started.elapsed() > EXTENSION_WAIT
             || !BackgroundWorker::wait_latch(Some(Duration::from_millis(50)))
         {
+            log!(
+                "jobq wakeup worker for database {database}: jobq is not installed there; exiting"
+            );
             return;
         }
     }
