@@ -27,6 +27,9 @@ start)
         [ "$(id -u)" = 0 ] && chown postgres: "$base"
         as_owner "$pg_bin/initdb" -D "$data" --auth=trust --username=postgres \
             --encoding=UTF8 --locale=C >"$base/initdb.log"
+    fi
+    # Also for clusters made by older versions of this script.
+    if ! grep -q "^include 'jobq-cluster.conf'" "$data/postgresql.conf"; then
         echo "include 'jobq-cluster.conf'" | as_owner tee -a "$data/postgresql.conf" >/dev/null
     fi
     # Rewritten at every start, so a re-used cluster gets this run's settings

@@ -42,6 +42,11 @@ if [ -z "${DATABASE_URL:-}" ]; then
     trap 'bash "$here/pg-cluster.sh" stop test' EXIT
 fi
 export DATABASE_URL
+case "$(psql "$DATABASE_URL" -XAtc 'SHOW shared_preload_libraries')" in
+    *jobq*) ;;
+    *) echo "jobq is not in shared_preload_libraries of $DATABASE_URL; the wake-up tests need it" >&2
+       exit 1 ;;
+esac
 read -r host port < <(psql "$DATABASE_URL" -XAtF ' ' \
     -c "SELECT coalesce(host(inet_server_addr()), '/var/run/postgresql'), current_setting('port')")
 
