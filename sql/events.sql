@@ -1,70 +1,130 @@
 -- ============================================================================
 -- jobq: durable events
 --
--- Every change of a job's state is written as a row of jobq.events in the
--- transaction that makes the change, so an event exists if and only if the
--- change committed. Subscribers LISTEN on the channel jobq_events (the payload
--- only says that new events exist) and read with jq_events_since.
+-- Every change of a job's state made through jobq's functions is written to
+-- jobq.events in the transaction that makes the change, so an event exists if
+-- and only if the change committed. Subscribers LISTEN on the channel
+-- jobq_events (the payload only says that new events exist) and read with
+-- jq_events_since. Direct writes to jobq's tables record nothing.
+--
+-- Storage: one row per statement, event kind and (job_type, queue, worker),
+-- holding the ids and attempts of all the jobs it concerns; readers expand it
+-- into one event per job. A grab or completion of 100 jobs writes one row
+-- instead of 100, which is most of what events used to cost.
+--
+-- Order: the stream is ordered by (ord_xid, event id). ord_xid is at least the
+-- writing transaction's id, so readers that only read below their snapshot's
+-- xmin never see an event appear behind their cursor (gap-free). It is also at
+-- least the job's previous event's ord_xid, kept in the job row (event_xid),
+-- so a job's events are read in the order they happened even when a
+-- transaction that took its id early (a grab that first reaped leases, a
+-- worker's transaction that first completed others) changes a job enqueued by
+-- a younger transaction. Event ids come from a sequence, in order of writing;
+-- for one job, that is the order of its changes (they are serialised by its
+-- row lock).
 --
 -- Events carry no args: they are read by roles that need not see payloads
--- (jobq_observer), they outlive the job (a payload that must go when the job
--- is pruned would otherwise live on for event_retention), and copying up to
--- 1 MiB of args into every one of a job's events would multiply its size.
+-- (jobq_observer), they outlive the job, and copying up to 1 MiB of args into
+-- every one of a job's events would multiply its size.
 -- ============================================================================
 
+-- Each row takes a block of event ids: id is the first, and the row's events
+-- are id .. id + cardinality(job_ids) - 1. Blocks are 2^17 ids apart and a row
+-- holds at most 100,000 jobs.
+CREATE SEQUENCE jobq.event_ids AS bigint INCREMENT BY 131072 START WITH 131072;
+
 -- No foreign key to jobs: events must survive the pruning of their job.
-CREATE TABLE jobq.events (
-    id         bigint      GENERATED ALWAYS AS IDENTITY,
-    -- The writing transaction. Readers order by (xid, id) and only read below
-    -- the oldest running xid, so an event can never appear behind a cursor.
-    xid        xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
-    job_id     bigint      NOT NULL,
-    job_type   text        NOT NULL,
-    queue      text        NOT NULL,
+CREATE TABLE jobq.event_batches (
+    ord_xid    xid8        NOT NULL,
+    id         bigint      NOT NULL DEFAULT pg_catalog.nextval('jobq.event_ids'),
     event      text        NOT NULL,
     from_state text,                   -- NULL for enqueued
     to_state   text        NOT NULL,
-    attempt    integer     NOT NULL,
+    job_type   text        NOT NULL,
+    queue      text        NOT NULL,
     worker     text,
-    message    text,
-    at         timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    at         timestamptz NOT NULL,
+    -- The smallest and largest job id, for finding a job's events.
+    job_lo     bigint      NOT NULL,
+    job_hi     bigint      NOT NULL,
+    job_ids    bigint[]    NOT NULL,
+    attempts   integer[]   NOT NULL,
+    -- One per job, or NULL when none of the row's events has a message.
+    messages   text[],
     -- The cursor's order; as the key it also gives logical replication a
     -- replica identity for the deletes of pruning.
-    CONSTRAINT events_pkey PRIMARY KEY (xid, id)
+    CONSTRAINT event_batches_pkey PRIMARY KEY (ord_xid, id),
+    CONSTRAINT event_batches_ids_check CHECK (cardinality(job_ids) BETWEEN 1 AND 100000
+                                       AND cardinality(attempts) = cardinality(job_ids))
 );
-COMMENT ON TABLE jobq.events IS
-    'Every state change of every job (of types with record_events), kept for event_retention.';
+ALTER SEQUENCE jobq.event_ids OWNED BY jobq.event_batches.id;
+COMMENT ON TABLE jobq.event_batches IS
+    'State changes of jobs (of types with record_events), one row per statement and kind; '
+    'read them with jq_events_since and jq_events_for_job.';
 
--- An auditor's question is "what happened to job N".
-CREATE INDEX events_job_idx ON jobq.events (job_id);
+-- An auditor's question is "what happened to job N": rows whose id range
+-- holds N, then a look into their arrays.
+CREATE INDEX event_batches_job_idx ON jobq.event_batches USING gist (pg_catalog.int8range(job_lo, job_hi, '[]'));
 -- Pruning looks for old rows. Events are appended in time order, so a BRIN
 -- summary finds them while costing next to nothing per insert.
-CREATE INDEX events_at_idx ON jobq.events USING brin (at) WITH (autosummarize = on);
+CREATE INDEX event_batches_at_idx ON jobq.event_batches USING brin (at) WITH (autosummarize = on);
 
--- Statement-level, over the transition table: one INSERT ... SELECT however
--- many jobs the statement inserted, so a batch of thousands stays one statement.
-CREATE FUNCTION jobq._events_after_insert()
-RETURNS trigger
+-- One row per event, with the columns of 0.1.0's events table (xid is the
+-- stream's order key, ord_xid), for operators and scripts that read events
+-- with plain SQL. Subscribers use jq_events_since.
+CREATE VIEW jobq.events AS
+SELECT e.id + u.k - 1 AS id, e.ord_xid AS xid, u.job_id, e.job_type, e.queue, e.event,
+       e.from_state, e.to_state, u.attempt, e.worker, u.message, e.at
+FROM jobq.event_batches e
+CROSS JOIN LATERAL unnest(e.job_ids, e.attempts, e.messages)
+                       WITH ORDINALITY AS u(job_id, attempt, message, k);
+COMMENT ON VIEW jobq.events IS 'Every retained event, one row each (stored in jobq.event_batches).';
+
+-- Records one event per job. The arrays run in parallel, one element per job:
+-- new state, type, queue, attempt, worker, ord_xid (the job's event_xid after
+-- the change) and message (p_messages may be NULL). p_event and p_from apply
+-- to every job unless p_events / p_froms give them per job. Types whose
+-- record_events is off are left out. Returns how many rows it wrote.
+CREATE FUNCTION jobq._emit(p_event text, p_from text, p_ids bigint[], p_to text[], p_types text[],
+                           p_queues text[], p_attempts integer[], p_workers text[], p_keys xid8[],
+                           p_messages text[] DEFAULT NULL, p_events text[] DEFAULT NULL,
+                           p_froms text[] DEFAULT NULL)
+RETURNS integer
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
+    v_count integer;
 BEGIN
-    INSERT INTO jobq.events (job_id, job_type, queue, event, from_state, to_state, attempt, at)
-    SELECT n.id, n.job_type, n.queue, 'enqueued', NULL, n.state, n.attempts, v_now
-    FROM new_jobs n
-    LEFT JOIN jobq.job_types t ON t.job_type = n.job_type
+    IF coalesce(cardinality(p_ids), 0) = 0 THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO jobq.event_batches (ord_xid, event, from_state, to_state, job_type, queue, worker, at,
+                             job_lo, job_hi, job_ids, attempts, messages)
+    SELECT u.key, coalesce(u.event, p_event), coalesce(u.from_state, p_from), u.to_state,
+           u.job_type, u.queue, u.worker, v_now,
+           min(u.id), max(u.id), array_agg(u.id ORDER BY u.ord), array_agg(u.attempt ORDER BY u.ord),
+           CASE WHEN bool_or(u.message IS NOT NULL)
+                THEN array_agg(u.message ORDER BY u.ord) END
+    FROM unnest(p_ids, p_to, p_types, p_queues, p_attempts, p_workers, p_keys, p_messages,
+                p_events, p_froms)
+             WITH ORDINALITY AS u(id, to_state, job_type, queue, attempt, worker, key, message,
+                                  event, from_state, ord)
+    LEFT JOIN jobq.job_types t ON t.job_type = u.job_type
     LEFT JOIN jobq.job_types d ON d.job_type = '*'
-    WHERE coalesce(t.record_events, d.record_events, true)
-    -- Event ids then follow job ids, which makes a batch's events read in order.
-    ORDER BY n.id;
-    IF FOUND THEN
-        -- Once per statement; PostgreSQL folds identical notifications of one
+    WHERE u.id IS NOT NULL AND coalesce(t.record_events, d.record_events, true)
+    GROUP BY u.key, coalesce(u.event, p_event), coalesce(u.from_state, p_from), u.to_state,
+             u.job_type, u.queue, u.worker, (u.ord - 1) / 100000
+    -- Rows, and so event ids, in job order: a batch's events read in order.
+    ORDER BY min(u.ord);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count > 0 THEN
+        -- Once per call; PostgreSQL folds identical notifications of one
         -- transaction into one.
         PERFORM jobq._wake('jobq_events', '');
     END IF;
-    RETURN NULL;
+    RETURN v_count;
 END;
 $$;
 
@@ -83,110 +143,9 @@ AS $$
           WHERE NOT coalesce(p_new, '{}') ? o.key) k
 $$;
 
--- Derives the event from the old and the new row:
---   state unchanged: 'extended' when a running job's locked_until moved,
---     'cancel_requested' when jq_cancel asked a running job to stop, 'noted'
---     when jq_note changed its notes (the message holds what changed), else
---     nothing (replaced_by being filled in, an operator moving run_at, ...);
---   to cancelled: cancelled, whatever else happened (a worker's failure
---     report or a lease running out after a cancellation request: the
---     message is then that failure's);
---   a failure appended to the history: its kind as the event (temp_failed,
---     perm_failed, lease_expired), whether the job waits again or, with its
---     attempts used up, ends failed: to_state tells which;
---   to running: grabbed;  to completed, replaced, expired: that;
---   running to waiting without a failure: released (the lease handed back);
---   blocked to waiting: unblocked (its last parent completed);
---   to waiting or blocked from a finished state: retried;
---   anything else: state_changed.
-CREATE FUNCTION jobq._events_after_update()
-RETURNS trigger
-LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
-SET search_path = jobq, pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_now constant timestamptz := clock_timestamp();
-BEGIN
-    -- Statement triggers fire for updates that matched nothing too, and every
-    -- grab runs two such housekeeping updates.
-    IF NOT EXISTS (SELECT FROM new_jobs) THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO jobq.events (job_id, job_type, queue, event, from_state, to_state, attempt,
-                             worker, message, at)
-    SELECT c.id, c.job_type, c.queue, c.event, c.from_state, c.to_state, c.attempts,
-           c.worker,
-           CASE WHEN c.event = 'noted' THEN left(jobq._notes_change(c.old_notes, c.new_notes)::text, 8192)
-                ELSE c.message END,
-           v_now
-    FROM (
-        SELECT n.id, n.job_type, n.queue, o.state AS from_state, n.state AS to_state, n.attempts,
-               -- The worker column keeps the last holder after the job moves on;
-               -- it is only this event's worker when the lease is involved.
-               CASE WHEN 'running' IN (o.state, n.state) THEN n.worker END AS worker,
-               f.failure,
-               CASE
-                   WHEN n.state = o.state THEN
-                       CASE WHEN n.state = 'running'
-                                 AND n.locked_until IS DISTINCT FROM o.locked_until
-                            THEN 'extended'
-                            WHEN n.cancel_requested_at IS NOT NULL AND o.cancel_requested_at IS NULL
-                            THEN 'cancel_requested'
-                            WHEN n.notes IS DISTINCT FROM o.notes THEN 'noted' END
-                   WHEN n.state = 'cancelled' THEN 'cancelled'
-                   WHEN f.failure IS NOT NULL THEN
-                       CASE f.failure ->> 'kind'
-                           WHEN 'temp_fail' THEN 'temp_failed'
-                           WHEN 'perm_fail' THEN 'perm_failed'
-                           WHEN 'lease_expired' THEN 'lease_expired'
-                           ELSE 'state_changed'
-                       END
-                   WHEN n.state = 'running' THEN 'grabbed'
-                   WHEN n.state IN ('completed', 'replaced', 'expired') THEN n.state
-                   WHEN n.state = 'waiting' AND o.state = 'running' THEN 'released'
-                   WHEN n.state = 'waiting' AND o.state = 'blocked' THEN 'unblocked'
-                   WHEN n.state IN ('waiting', 'blocked')
-                        AND o.state IN ('completed', 'failed', 'replaced', 'cancelled', 'expired')
-                   THEN 'retried'
-                   ELSE 'state_changed'
-               END AS event,
-               f.failure ->> 'message' AS message,
-               o.notes AS old_notes, n.notes AS new_notes
-        FROM new_jobs n
-        JOIN old_jobs o ON o.id = n.id
-        -- The failure this update appended, if any. Only looked at when the
-        -- state changed: the history can be long, and reading it costs a detoast.
-        CROSS JOIN LATERAL (
-            SELECT CASE WHEN n.state <> o.state
-                             AND jsonb_array_length(n.failures) > jsonb_array_length(o.failures)
-                        THEN n.failures -> -1 END AS failure
-        ) f
-    ) c
-    LEFT JOIN jobq.job_types t ON t.job_type = c.job_type
-    LEFT JOIN jobq.job_types d ON d.job_type = '*'
-    WHERE c.event IS NOT NULL AND coalesce(t.record_events, d.record_events, true)
-    ORDER BY c.id;
-    IF FOUND THEN
-        PERFORM jobq._wake('jobq_events', '');
-    END IF;
-    RETURN NULL;
-END;
-$$;
-
--- Transition tables allow one event per trigger, hence two triggers. Deleting
--- a job (pruning) is not a state change and records nothing.
-CREATE TRIGGER jobs_events_insert
-    AFTER INSERT ON jobq.jobs
-    REFERENCING NEW TABLE AS new_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION jobq._events_after_insert();
-CREATE TRIGGER jobs_events_update
-    AFTER UPDATE ON jobq.jobs
-    REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION jobq._events_after_update();
-
--- Parses and checks jq_events_since's arguments. The cursor is "<xid>-<id>"
--- of the last event read; callers treat it as opaque. Leading zeros are
--- refused because xid8's input would read them as octal.
+-- Parses and checks jq_events_since's arguments. The cursor is
+-- "<ord_xid>-<event id>" of the last event read; callers treat it as opaque.
+-- Leading zeros are refused because xid8's input would read them as octal.
 CREATE FUNCTION jobq._events_cursor(p_cursor text, p_max_events integer,
                                     OUT after_xid xid8, OUT after_id bigint,
                                     OUT max_events integer)
@@ -218,17 +177,17 @@ END;
 $$;
 
 -- Up to max_events events after the cursor (NULL: from the oldest retained),
--- in (xid, id) order. Each row carries the cursor to pass back for the rest.
+-- in (ord_xid, id) order. Each row carries the cursor to pass back for the rest.
 --
--- Never skips an event: an event is returned only once its transaction is
--- below the snapshot's xmin, i.e. once every transaction that could still
--- commit an event ordered before it has ended. Ids alone would not do: a
--- transaction that took a lower id may commit after a higher id was read.
--- The price is delay, never loss: a transaction that has written anything,
--- in any database of the cluster, holds back later events until it ends.
--- Within one transaction events follow id order; across transactions the
--- order is by xid (when a transaction first wrote), which for one job can
--- differ from the order in which its changes happened (id order is that).
+-- Never skips an event: a row is returned only once its ord_xid is below the
+-- snapshot's xmin, i.e. once every transaction that could still commit an
+-- event ordered before it has ended. Ids alone would not do: a transaction
+-- that took a lower id may commit after a higher id was read. The price is
+-- delay, never loss: a transaction that has written anything, in any
+-- database of the cluster, holds back later events until it ends.
+--
+-- A row's events have ids id .. id + n - 1 and n <= 100,000 < 2^17, so every
+-- row holding events after the cursor starts after (xid, id - 131072).
 --
 -- SQL rather than PL/pgSQL: the parameter and the result column are both
 -- named cursor, which PL/pgSQL refuses.
@@ -240,24 +199,30 @@ LANGUAGE sql STABLE CALLED ON NULL INPUT
 SECURITY DEFINER
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
-    SELECT e.xid::text || '-' || e.id::text, e.id, e.job_id, e.job_type, e.queue, e.event,
-           e.from_state, e.to_state, e.attempt, e.worker, e.message, e.at
+    SELECT x.ord_xid::text || '-' || x.event_id::text, x.event_id, x.job_id, x.job_type, x.queue,
+           x.event, x.from_state, x.to_state, x.attempt, x.worker, x.message, x.at
     FROM jobq._events_cursor($1, $2) AS c
     CROSS JOIN LATERAL (
-        SELECT * FROM jobq.events e
-        WHERE (e.xid, e.id) > (c.after_xid, c.after_id)
-          AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY e.xid, e.id
+        SELECT e.ord_xid, e.id + u.k - 1 AS event_id, u.job_id, e.job_type, e.queue, e.event,
+               e.from_state, e.to_state, u.attempt, e.worker, u.message, e.at
+        FROM jobq.event_batches e
+        CROSS JOIN LATERAL unnest(e.job_ids, e.attempts, e.messages)
+                               WITH ORDINALITY AS u(job_id, attempt, message, k)
+        WHERE (e.ord_xid, e.id) > (c.after_xid, c.after_id - 131072)
+          AND e.ord_xid < pg_snapshot_xmin(pg_current_snapshot())
+          AND (e.ord_xid, e.id + u.k - 1) > (c.after_xid, c.after_id)
+        ORDER BY e.ord_xid, e.id, u.k
         LIMIT c.max_events
-    ) e
-    ORDER BY e.xid, e.id
+    ) x
+    ORDER BY x.ord_xid, x.event_id
 $$;
 COMMENT ON FUNCTION jobq.jq_events_since IS
     'Events after a cursor, never skipping one; each row carries the cursor for the next call.';
 
--- A job's events in the order they happened, for as long as they are
--- retained (also after the job itself was pruned). Unlike jq_events_since it
--- shows what is committed at once: nobody keeps a cursor over it.
+-- A job's events in the order they happened (the stream's order), for as
+-- long as they are retained (also after the job itself was pruned). Unlike
+-- jq_events_since it shows what is committed at once: nobody keeps a cursor
+-- over it.
 CREATE FUNCTION jobq.jq_events_for_job(job_id bigint)
 RETURNS TABLE (id bigint, job_id bigint, job_type text, queue text, event text,
                from_state text, to_state text, attempt integer, worker text, message text,
@@ -266,19 +231,21 @@ LANGUAGE sql STABLE STRICT
 SECURITY DEFINER
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
-    SELECT e.id, e.job_id, e.job_type, e.queue, e.event, e.from_state, e.to_state, e.attempt,
-           e.worker, e.message, e.at
-    FROM jobq.events e
-    WHERE e.job_id = $1
-    -- Changes of one job are serialised by its row lock, so id order is the
-    -- order they happened in (xid order need not be).
-    ORDER BY e.id
+    SELECT e.id + u.k - 1, u.job_id, e.job_type, e.queue, e.event, e.from_state, e.to_state,
+           u.attempt, e.worker, u.message, e.at
+    FROM jobq.event_batches e
+    CROSS JOIN LATERAL unnest(e.job_ids, e.attempts, e.messages)
+                           WITH ORDINALITY AS u(job_id, attempt, message, k)
+    WHERE pg_catalog.int8range(e.job_lo, e.job_hi, '[]') @> $1
+      AND u.job_id = $1
+    ORDER BY e.ord_xid, e.id, u.k
 $$;
 COMMENT ON FUNCTION jobq.jq_events_for_job IS 'All retained events of one job, in order.';
 
--- Deletes up to p_limit events older than their type's event_retention (own
--- row, else '*', else 30 days), whether or not the job still exists. Returns
--- how many it deleted; callers repeat while that equals p_limit.
+-- Deletes up to p_limit event rows older than their type's event_retention
+-- (own row, else '*', else 30 days), whether or not the job still exists.
+-- Returns how many events (not rows) it deleted; callers repeat while rows
+-- remain (see the second result).
 CREATE FUNCTION jobq._prune_events(p_now timestamptz, p_limit integer DEFAULT 10000)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE STRICT
@@ -296,17 +263,19 @@ BEGIN
     INTO v_shortest
     FROM jobq.job_types t;
 
-    -- By ctid: the table's key is (xid, id), which says nothing about age.
-    DELETE FROM jobq.events e
-    WHERE e.ctid = ANY (ARRAY(
-        SELECT o.ctid
-        FROM jobq.events o
-        LEFT JOIN jobq.job_types t ON t.job_type = o.job_type
-        LEFT JOIN jobq.job_types d ON d.job_type = '*'
-        WHERE o.at < p_now - v_shortest
-          AND o.at < p_now - coalesce(t.event_retention, d.event_retention, interval '30 days')
-        LIMIT p_limit));
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    -- By ctid: the table's key is (ord_xid, id), which says nothing about age.
+    WITH gone AS (
+        DELETE FROM jobq.event_batches e
+        WHERE e.ctid = ANY (ARRAY(
+            SELECT o.ctid
+            FROM jobq.event_batches o
+            LEFT JOIN jobq.job_types t ON t.job_type = o.job_type
+            LEFT JOIN jobq.job_types d ON d.job_type = '*'
+            WHERE o.at < p_now - v_shortest
+              AND o.at < p_now - coalesce(t.event_retention, d.event_retention, interval '30 days')
+            LIMIT p_limit))
+        RETURNING cardinality(e.job_ids) AS n)
+    SELECT coalesce(sum(gone.n), 0) INTO v_count FROM gone;
     RETURN v_count;
 END;
 $$;
@@ -327,7 +296,7 @@ BEGIN
     LOOP
         v_batch := jobq._prune_events(v_now, 10000);
         v_total := v_total + v_batch;
-        EXIT WHEN v_batch < 10000;
+        EXIT WHEN v_batch = 0;
     END LOOP;
     RETURN v_total;
 END;

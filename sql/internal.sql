@@ -227,6 +227,7 @@ DECLARE
     v_id bigint;
     v_ids bigint[] := '{}';
     v_created boolean[] := '{}';
+    v_emitted integer;
     v_has_parents constant boolean := EXISTS (
         SELECT 1 FROM unnest(p_specs) AS u
         WHERE cardinality(u.depends_on) > 0 OR cardinality(u.depends_on_index) > 0);
@@ -235,7 +236,7 @@ BEGIN
         -- Identity values follow the order rows reach the insert, so sorting
         -- the new ids gives input order.
         WITH ins AS (
-            INSERT INTO jobq.jobs AS j (job_type, queue, args, priority, run_at, expires_at,
+            INSERT INTO jobq.live_jobs AS j (job_type, queue, args, priority, run_at, expires_at,
                                         max_attempts, unique_key, created_at, state, depends_on,
                                         run_anyway)
             SELECT u.job_type, coalesce(u.queue, 'default'), coalesce(u.args, '{}'),
@@ -250,15 +251,22 @@ BEGIN
             LEFT JOIN jobq.job_types t ON t.job_type = u.job_type
             LEFT JOIN jobq.job_types d ON d.job_type = '*'
             ORDER BY u.ord
-            RETURNING j.id)
-        SELECT coalesce(array_agg(ins.id ORDER BY ins.id), '{}') INTO v_ids FROM ins;
+            RETURNING j.id, j.job_type, j.queue, j.state, j.event_xid)
+        SELECT coalesce(array_agg(ins.id ORDER BY ins.id), '{}'),
+               jobq._emit('enqueued', NULL, array_agg(ins.id ORDER BY ins.id),
+                          array_agg(ins.state ORDER BY ins.id), array_agg(ins.job_type ORDER BY ins.id),
+                          array_agg(ins.queue ORDER BY ins.id),
+                          array_fill(0, ARRAY[count(*)::integer]), NULL,
+                          array_agg(ins.event_xid ORDER BY ins.id))
+        INTO v_ids, v_emitted
+        FROM ins;
         v_created := array_fill(true, ARRAY[cardinality(v_ids)]);
     ELSE
         -- Rare path: one statement per spec, because each unique key may need
         -- to wait for a concurrent enqueue of the same key to commit or roll back.
         FOREACH v_spec IN ARRAY p_specs LOOP
             LOOP
-                INSERT INTO jobq.jobs AS j (job_type, queue, args, priority, run_at, expires_at,
+                INSERT INTO jobq.live_jobs AS j (job_type, queue, args, priority, run_at, expires_at,
                                             max_attempts, unique_key, created_at, state, depends_on,
                                             run_anyway)
                 SELECT v_spec.job_type, coalesce(v_spec.queue, 'default'),
@@ -270,17 +278,14 @@ BEGIN
                             THEN 'blocked' ELSE 'waiting' END,
                        v_spec.depends_on, coalesce(v_spec.run_anyway, false)
                 FROM jobq._type_settings(v_spec.job_type) AS s
-                ON CONFLICT (job_type, unique_key)
-                    WHERE unique_key IS NOT NULL AND state IN ('blocked', 'waiting', 'running')
-                    DO NOTHING
+                ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
                 RETURNING j.id INTO v_id;
                 IF v_id IS NOT NULL THEN
                     v_created := v_created || true;
                     EXIT;
                 END IF;
-                SELECT j.id INTO v_id FROM jobq.jobs AS j
-                WHERE j.job_type = v_spec.job_type AND j.unique_key = v_spec.unique_key
-                  AND j.state IN ('blocked', 'waiting', 'running');
+                SELECT j.id INTO v_id FROM jobq.live_jobs AS j
+                WHERE j.job_type = v_spec.job_type AND j.unique_key = v_spec.unique_key;
                 -- Not found: the holder of the key finished in between; insert again.
                 IF v_id IS NOT NULL THEN
                     v_created := v_created || false;
@@ -289,6 +294,13 @@ BEGIN
             END LOOP;
             v_ids := v_ids || v_id;
         END LOOP;
+        PERFORM jobq._emit('enqueued', NULL, array_agg(j.id ORDER BY j.id),
+                           array_agg(j.state ORDER BY j.id), array_agg(j.job_type ORDER BY j.id),
+                           array_agg(j.queue ORDER BY j.id), array_agg(j.attempts ORDER BY j.id), NULL,
+                           array_agg(j.event_xid ORDER BY j.id))
+        FROM jobq.live_jobs j
+        WHERE j.id = ANY (ARRAY(SELECT u.id FROM unnest(v_ids, v_created) AS u(id, created)
+                                WHERE u.created));
     END IF;
     IF v_has_parents THEN
         PERFORM jobq._wire_dependencies(p_specs, v_ids, v_created, p_now, p_where);
@@ -374,9 +386,10 @@ LANGUAGE plpgsql STABLE CALLED ON NULL INPUT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_job jobq.jobs;
+    v_job record;
 BEGIN
-    SELECT * INTO v_job FROM jobq.jobs WHERE id = p_id;
+    SELECT j.state, j.lease_token, j.locked_until, j.cancel_requested_at INTO v_job
+    FROM jobq.jobs j WHERE j.id = p_id;
     IF NOT FOUND THEN
         PERFORM jobq._raise('JQ002', format('job %s does not exist', p_id));
     END IF;
@@ -412,30 +425,82 @@ LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_ended integer;
+    v_dummy integer;
     v_count integer;
 BEGIN
+    -- Most grabs find nothing: one probe of the (usually empty) expired range.
+    IF NOT EXISTS (SELECT 1 FROM jobq.live_jobs j
+                   WHERE j.state = 'running' AND j.locked_until <= least(p_now, p_before)) THEN
+        RETURN 0;
+    END IF;
+    -- Jobs that end here (attempts used up, or cancellation requested) move
+    -- to the history; the others wait again.
     WITH expired AS (
-        SELECT j.id FROM jobq.jobs j
+        SELECT j.id FROM jobq.live_jobs j
         WHERE j.state = 'running' AND j.locked_until <= least(p_now, p_before)
+          AND (j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts)
         ORDER BY j.locked_until
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM jobq.live_jobs j USING expired WHERE j.id = expired.id RETURNING j.*
+    ), moved AS (
+        INSERT INTO jobq.job_history (id, job_type, queue, state, priority, attempts, max_attempts,
+            run_at, created_at, expires_at, started_at, attempted_at, finished_at, worker,
+            unique_key, args, result, failures, replaced_by, notes, cancel_requested_at,
+            depends_on, run_anyway, has_dependants, event_xid)
+        SELECT g.id, g.job_type, g.queue,
+               CASE WHEN g.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'failed' END,
+               g.priority, g.attempts, g.max_attempts, g.run_at, g.created_at, g.expires_at,
+               g.started_at, g.attempted_at, p_now, g.worker, g.unique_key, g.args, NULL,
+               g.failures || jobq._failure(g.attempts, 'lease_expired',
+                                           'lease expired at ' || g.locked_until, g.worker, p_now),
+               NULL, g.notes, g.cancel_requested_at, g.depends_on, g.run_anyway,
+               g.has_dependants, greatest(pg_current_xact_id(), g.event_xid)
+        FROM gone g
+        RETURNING id, job_type, queue, state, attempts, worker, event_xid, failures -> -1 ->> 'message' AS message
     )
-    UPDATE jobq.jobs j
-    SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                     WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'waiting' END,
-        run_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
-                      THEN j.run_at ELSE p_now END,
-        finished_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
-                           THEN p_now END,
-        failures = j.failures || jobq._failure(j.attempts, 'lease_expired',
-                                               'lease expired at ' || j.locked_until,
-                                               j.worker, p_now),
-        lease_token = NULL,
-        locked_until = NULL
-    FROM expired
-    WHERE j.id = expired.id;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    SELECT count(*)::integer,
+           jobq._emit(NULL, 'running', array_agg(m.id ORDER BY m.id), array_agg(m.state ORDER BY m.id),
+                      array_agg(m.job_type ORDER BY m.id), array_agg(m.queue ORDER BY m.id),
+                      array_agg(m.attempts ORDER BY m.id), array_agg(m.worker ORDER BY m.id),
+                      array_agg(m.event_xid ORDER BY m.id), array_agg(m.message ORDER BY m.id),
+                      -- A cancelled job's event is 'cancelled'; a job out of
+                      -- attempts gets 'lease_expired' with to_state failed.
+                      array_agg(CASE WHEN m.state = 'cancelled' THEN 'cancelled'
+                                     ELSE 'lease_expired' END ORDER BY m.id))
+    INTO v_ended, v_dummy
+    FROM moved m;
+
+    WITH expired AS (
+        SELECT j.id FROM jobq.live_jobs j
+        WHERE j.state = 'running' AND j.locked_until <= least(p_now, p_before)
+          AND j.cancel_requested_at IS NULL AND j.attempts < j.max_attempts
+        ORDER BY j.locked_until
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), requeued AS (
+        UPDATE jobq.live_jobs j
+        SET state = 'waiting', run_at = p_now,
+            failures = j.failures || jobq._failure(j.attempts, 'lease_expired',
+                                                   'lease expired at ' || j.locked_until,
+                                                   j.worker, p_now),
+            lease_token = NULL, locked_until = NULL,
+            event_xid = greatest(pg_current_xact_id(), j.event_xid)
+        FROM expired
+        WHERE j.id = expired.id
+        RETURNING j.id, j.job_type, j.queue, j.attempts, j.worker, j.event_xid,
+                  j.failures -> -1 ->> 'message' AS message
+    )
+    SELECT count(*)::integer + v_ended,
+           jobq._emit('lease_expired', 'running', array_agg(r.id ORDER BY r.id),
+                      array_fill('waiting'::text, ARRAY[count(*)::integer]),
+                      array_agg(r.job_type ORDER BY r.id), array_agg(r.queue ORDER BY r.id),
+                      array_agg(r.attempts ORDER BY r.id), array_agg(r.worker ORDER BY r.id),
+                      array_agg(r.event_xid ORDER BY r.id), array_agg(r.message ORDER BY r.id))
+    INTO v_count, v_dummy
+    FROM requeued r;
     RETURN v_count;
 END;
 $$;
@@ -452,20 +517,44 @@ SET search_path = jobq, pg_catalog, pg_temp
 AS $$
 DECLARE
     v_count integer;
+    v_dummy integer;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM jobq.live_jobs j
+                   WHERE j.state IN ('waiting', 'blocked') AND j.expires_at IS NOT NULL
+                     AND j.expires_at <= least(p_now, p_before)) THEN
+        RETURN 0;
+    END IF;
     WITH overdue AS (
-        SELECT j.id FROM jobq.jobs j
+        SELECT j.id FROM jobq.live_jobs j
         WHERE j.state IN ('waiting', 'blocked') AND j.expires_at IS NOT NULL
           AND j.expires_at <= least(p_now, p_before)
         ORDER BY j.expires_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM jobq.live_jobs j USING overdue WHERE j.id = overdue.id RETURNING j.*
+    ), moved AS (
+        INSERT INTO jobq.job_history (id, job_type, queue, state, priority, attempts, max_attempts,
+            run_at, created_at, expires_at, started_at, attempted_at, finished_at, worker,
+            unique_key, args, result, failures, replaced_by, notes, cancel_requested_at,
+            depends_on, run_anyway, has_dependants, event_xid)
+        SELECT g.id, g.job_type, g.queue, 'expired', g.priority, g.attempts, g.max_attempts,
+               g.run_at, g.created_at, g.expires_at, g.started_at, g.attempted_at, p_now, g.worker,
+               g.unique_key, g.args, NULL, g.failures, NULL, g.notes, g.cancel_requested_at,
+               g.depends_on, g.run_anyway, g.has_dependants,
+               greatest(pg_current_xact_id(), g.event_xid)
+        FROM gone g
+        RETURNING id
     )
-    UPDATE jobq.jobs j
-    SET state = 'expired', finished_at = p_now
-    FROM overdue
-    WHERE j.id = overdue.id;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    SELECT count(*)::integer,
+           jobq._emit('expired', NULL, array_agg(g.id ORDER BY g.id),
+                      array_fill('expired'::text, ARRAY[count(*)::integer]),
+                      array_agg(g.job_type ORDER BY g.id), array_agg(g.queue ORDER BY g.id),
+                      array_agg(g.attempts ORDER BY g.id), NULL,
+                      array_agg(greatest(pg_current_xact_id(), g.event_xid) ORDER BY g.id),
+                      NULL, NULL, array_agg(g.state ORDER BY g.id))
+    INTO v_count, v_dummy
+    FROM gone g;
     RETURN v_count;
 END;
 $$;

@@ -61,11 +61,11 @@ DECLARE
     v_count integer;
 BEGIN
     PERFORM jobq._wake('jobq_wakeup', jobq._wakeup_payload(d.queue, d.job_type))
-    FROM (SELECT j.queue, j.job_type FROM jobq.jobs j
+    FROM (SELECT j.queue, j.job_type FROM jobq.live_jobs j
           WHERE j.state = 'waiting' AND j.run_at > j.created_at
             AND j.run_at > v_from AND j.run_at <= p_now
           UNION
-          SELECT j.queue, j.job_type FROM jobq.jobs j
+          SELECT j.queue, j.job_type FROM jobq.live_jobs j
           WHERE j.state = 'running' AND j.locked_until > v_from AND j.locked_until <= p_now) d;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
@@ -104,9 +104,9 @@ BEGIN
     PERFORM jobq._maintain_if_due(v_now);
 
     v_next := least(
-        (SELECT min(j.run_at) FROM jobq.jobs j
+        (SELECT min(j.run_at) FROM jobq.live_jobs j
          WHERE j.state = 'waiting' AND j.run_at > j.created_at AND j.run_at > v_now),
-        (SELECT min(j.locked_until) FROM jobq.jobs j
+        (SELECT min(j.locked_until) FROM jobq.live_jobs j
          WHERE j.state = 'running' AND j.locked_until > v_now));
     -- greatest() skips NULLs, so "nothing is due" must be handled before it.
     RETURN QUERY SELECT v_now, CASE

@@ -108,3 +108,7 @@ TO jobq_admin;
 GRANT SELECT ON jobq.queue_stats, jobq.running_jobs, jobq.failed_jobs, jobq.workers
 TO jobq_observer, jobq_admin;
 GRANT UPDATE (every, budget) ON jobq.maintenance TO jobq_admin;
+
+-- The history partitions a fresh installation starts with (maintenance makes
+-- the next ones); here, once the roles they are granted to exist.
+SELECT jobq._create_history_partitions(clock_timestamp(), clock_timestamp() + interval '2 days');

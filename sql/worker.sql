@@ -115,7 +115,7 @@ BEGIN
         -- not pay.
         RETURN QUERY
         WITH picked AS (
-            SELECT j.id FROM jobq.jobs j
+            SELECT j.id FROM jobq.live_jobs j
             WHERE j.state = 'waiting' AND j.run_at <= v_now
               AND (j.expires_at IS NULL OR j.expires_at > v_now)
               AND (jq_grab.job_types IS NULL OR j.job_type = ANY (jq_grab.job_types))
@@ -126,18 +126,25 @@ BEGIN
             LIMIT v_max_jobs
             FOR UPDATE SKIP LOCKED
         ), leased AS (
-            UPDATE jobq.jobs j
+            UPDATE jobq.live_jobs j
             SET state = 'running', attempts = j.attempts + 1,
                 lease_token = gen_random_uuid(), locked_until = v_now + v_lease,
                 worker = jq_grab.worker, started_at = coalesce(j.started_at, v_now),
-                attempted_at = v_now
+                attempted_at = v_now, event_xid = greatest(pg_current_xact_id(), j.event_xid)
             FROM picked
             WHERE j.id = picked.id
             RETURNING j.*
+        ), recorded AS (
+            SELECT jobq._emit('grabbed', 'waiting', array_agg(l.id ORDER BY l.id),
+                              array_fill('running'::text, ARRAY[count(*)::integer]),
+                              array_agg(l.job_type ORDER BY l.id), array_agg(l.queue ORDER BY l.id),
+                              array_agg(l.attempts ORDER BY l.id), array_agg(l.worker ORDER BY l.id),
+                              array_agg(l.event_xid ORDER BY l.id)) AS n
+            FROM leased l
         )
         SELECT l.id, l.job_type, l.queue, l.args, l.priority::integer, l.attempts, l.max_attempts,
                l.lease_token, l.locked_until, l.run_at, l.created_at
-        FROM leased l
+        FROM leased l, recorded
         ORDER BY l.priority, l.run_at, l.id;
         RETURN;
     END IF;
@@ -156,7 +163,7 @@ BEGIN
         -- hash collision only makes two types share a lock.
         CONTINUE WHEN NOT pg_try_advisory_xact_lock(1785684593, hashtext(v_limited[i]));
         -- The lease index holds exactly the running jobs.
-        SELECT count(*) INTO v_running FROM jobq.jobs j
+        SELECT count(*) INTO v_running FROM jobq.live_jobs j
         WHERE j.state = 'running' AND j.job_type = v_limited[i];
         IF v_running < v_limits[i] THEN
             v_open_types := v_open_types || v_limited[i];
@@ -168,7 +175,7 @@ BEGIN
     WITH unlimited AS (
         -- v_unlimited is a constant of the statement: when false, the scan
         -- does not run at all.
-        SELECT j.id, j.priority, j.run_at FROM jobq.jobs j
+        SELECT j.id, j.priority, j.run_at FROM jobq.live_jobs j
         WHERE v_unlimited
           AND j.state = 'waiting' AND j.run_at <= v_now
           AND (j.expires_at IS NULL OR j.expires_at > v_now)
@@ -185,7 +192,7 @@ BEGIN
         SELECT l.id, l.priority, l.run_at
         FROM unnest(v_open_types, v_open_slots) AS o(job_type, slots)
         CROSS JOIN LATERAL (
-            SELECT j.id, j.priority, j.run_at FROM jobq.jobs j
+            SELECT j.id, j.priority, j.run_at FROM jobq.live_jobs j
             WHERE j.state = 'waiting' AND j.run_at <= v_now
               AND (j.expires_at IS NULL OR j.expires_at > v_now)
               AND j.job_type = o.job_type
@@ -201,24 +208,33 @@ BEGIN
         ORDER BY c.priority, c.run_at, c.id
         LIMIT v_max_jobs
     ), leased AS (
-        UPDATE jobq.jobs j
+        UPDATE jobq.live_jobs j
         SET state = 'running', attempts = j.attempts + 1,
             lease_token = gen_random_uuid(), locked_until = v_now + v_lease,
             worker = jq_grab.worker, started_at = coalesce(j.started_at, v_now),
-            attempted_at = v_now
+            attempted_at = v_now, event_xid = greatest(pg_current_xact_id(), j.event_xid)
         FROM picked
         WHERE j.id = picked.id
         RETURNING j.*
+    ), recorded AS (
+        SELECT jobq._emit('grabbed', 'waiting', array_agg(l.id ORDER BY l.id),
+                          array_fill('running'::text, ARRAY[count(*)::integer]),
+                          array_agg(l.job_type ORDER BY l.id), array_agg(l.queue ORDER BY l.id),
+                          array_agg(l.attempts ORDER BY l.id), array_agg(l.worker ORDER BY l.id),
+                          array_agg(l.event_xid ORDER BY l.id)) AS n
+        FROM leased l
     )
     SELECT l.id, l.job_type, l.queue, l.args, l.priority::integer, l.attempts, l.max_attempts,
            l.lease_token, l.locked_until, l.run_at, l.created_at
-    FROM leased l
+    FROM leased l, recorded
     ORDER BY l.priority, l.run_at, l.id;
 END;
 $$;
 COMMENT ON FUNCTION jobq.jq_grab IS 'Lease up to max_jobs due jobs; returns them with their lease tokens.';
 
--- Finishes a job successfully, keeping the optional result.
+
+-- Finishes a job successfully, keeping the optional result: the job moves to
+-- jobq.job_history in one statement with its 'completed' event.
 CREATE FUNCTION jobq.jq_complete(id bigint, lease_token uuid, result jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
@@ -228,17 +244,15 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_now constant timestamptz := clock_timestamp();
+    v_done integer;
 BEGIN
     IF pg_column_size(jq_complete.result) > 1048576 THEN
         PERFORM jobq._raise('JQ011', 'result is ' || pg_column_size(jq_complete.result)
                                      || ' bytes; the limit is 1048576');
     END IF;
-    UPDATE jobq.jobs j
-    SET state = 'completed', result = jq_complete.result, finished_at = v_now,
-        lease_token = NULL, locked_until = NULL
-    WHERE j.id = jq_complete.id AND j.lease_token = jq_complete.lease_token
-      AND j.state = 'running' AND j.locked_until > clock_timestamp();
-    IF NOT FOUND THEN
+    SELECT count(*) INTO v_done FROM jobq._finish_running(
+        ARRAY[jq_complete.id], ARRAY[jq_complete.lease_token], ARRAY[jq_complete.result], v_now);
+    IF v_done = 0 THEN
         PERFORM jobq._lease_rejected(jq_complete.id, jq_complete.lease_token, v_now);
     END IF;
 END;
@@ -267,31 +281,121 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    WITH input AS (
-        SELECT u.id, u.token, u.result, u.ord
-        FROM unnest(jq_complete_many.ids, jq_complete_many.lease_tokens,
-                    coalesce(jq_complete_many.results, '{}')) WITH ORDINALITY AS u(id, token, result, ord)
-        WHERE u.ord <= cardinality(jq_complete_many.ids)
-    ), done AS (
-        UPDATE jobq.jobs j
-        SET state = 'completed', result = input.result, finished_at = v_now,
-            lease_token = NULL, locked_until = NULL
-        FROM input
-        WHERE j.id = input.id AND j.lease_token = input.token
-          AND j.state = 'running' AND j.locked_until > clock_timestamp()
-        -- The input element that completed the job: when an id is given twice,
-        -- only one element completes it and the other reports lease_lost.
-        RETURNING input.ord
+    WITH done AS (
+        SELECT f.ord FROM jobq._finish_running(jq_complete_many.ids, jq_complete_many.lease_tokens,
+                                               jq_complete_many.results, v_now) AS f
     )
-    SELECT input.id,
-           CASE WHEN done.ord IS NOT NULL THEN 'completed'
-                WHEN EXISTS (SELECT 1 FROM jobq.jobs j WHERE j.id = input.id) THEN 'lease_lost'
+    SELECT u.id,
+           CASE WHEN EXISTS (SELECT 1 FROM done WHERE done.ord = u.ord) THEN 'completed'
+                WHEN EXISTS (SELECT 1 FROM jobq.jobs j WHERE j.id = u.id) THEN 'lease_lost'
                 ELSE 'not_found' END
-    FROM input LEFT JOIN done ON done.ord = input.ord
-    ORDER BY input.ord;
+    FROM unnest(jq_complete_many.ids) WITH ORDINALITY AS u(id, ord)
+    ORDER BY u.ord;
 END;
 $$;
 COMMENT ON FUNCTION jobq.jq_complete_many IS 'Complete many leased jobs; one outcome per job.';
+
+-- The completion itself, shared by jq_complete and jq_complete_many: moves
+-- every job whose lease (id, token) is still good to the history as
+-- completed, with its result and its event, in one statement. Returns the
+-- input positions (1-based) that completed; when an id is given twice, only
+-- one of its positions completes it.
+CREATE FUNCTION jobq._finish_running(p_ids bigint[], p_tokens uuid[], p_results jsonb[],
+                                     p_now timestamptz)
+RETURNS TABLE (ord bigint)
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    WITH input AS (
+        SELECT u.id, u.token, u.result, u.ord
+        FROM unnest(p_ids, p_tokens, coalesce(p_results, '{}'))
+                 WITH ORDINALITY AS u(id, token, result, ord)
+        WHERE u.ord <= cardinality(p_ids)
+    ), gone AS (
+        DELETE FROM jobq.live_jobs j
+        USING input
+        WHERE j.id = input.id AND j.lease_token = input.token
+          AND j.state = 'running' AND j.locked_until > clock_timestamp()
+        RETURNING j.*, input.result AS new_result, input.ord AS input_ord
+    ), moved AS (
+        INSERT INTO jobq.job_history (id, job_type, queue, state, priority, attempts, max_attempts,
+            run_at, created_at, expires_at, started_at, attempted_at, finished_at, worker,
+            unique_key, args, result, failures, replaced_by, notes, cancel_requested_at,
+            depends_on, run_anyway, has_dependants, event_xid)
+        SELECT g.id, g.job_type, g.queue, 'completed', g.priority, g.attempts, g.max_attempts,
+               g.run_at, g.created_at, g.expires_at, g.started_at, g.attempted_at, p_now, g.worker,
+               g.unique_key, g.args, g.new_result, g.failures, NULL, g.notes,
+               g.cancel_requested_at, g.depends_on, g.run_anyway, g.has_dependants,
+               greatest(pg_current_xact_id(), g.event_xid)
+        FROM gone g
+        RETURNING id, job_type, queue, attempts, worker, event_xid
+    ), recorded AS (
+        SELECT jobq._emit('completed', 'running', array_agg(m.id ORDER BY m.id),
+                          array_fill('completed'::text, ARRAY[count(*)::integer]),
+                          array_agg(m.job_type ORDER BY m.id), array_agg(m.queue ORDER BY m.id),
+                          array_agg(m.attempts ORDER BY m.id), array_agg(m.worker ORDER BY m.id),
+                          array_agg(m.event_xid ORDER BY m.id)) AS n
+        FROM moved m
+    )
+    SELECT g.input_ord FROM gone g, recorded
+$$;
+
+-- Moves one live job, already locked by the caller's statement, to the
+-- history in a final state, with a failure appended when p_failure is given,
+-- and records its event. Returns false when the job was not there. For the rarer finishing paths (failures,
+-- cancellation, release); completions use _finish_running.
+CREATE FUNCTION jobq._finish_one(p_id bigint, p_state text, p_now timestamptz, p_event text,
+                                 p_failure jsonb DEFAULT NULL, p_replaced_by bigint[] DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row record;
+BEGIN
+    WITH gone AS (
+        DELETE FROM jobq.live_jobs j WHERE j.id = p_id RETURNING j.*
+    ), moved AS (
+        INSERT INTO jobq.job_history (id, job_type, queue, state, priority, attempts, max_attempts,
+            run_at, created_at, expires_at, started_at, attempted_at, finished_at, worker,
+            unique_key, args, result, failures, replaced_by, notes, cancel_requested_at,
+            depends_on, run_anyway, has_dependants, event_xid)
+        SELECT g.id, g.job_type, g.queue, p_state, g.priority, g.attempts, g.max_attempts,
+               g.run_at, g.created_at, g.expires_at, g.started_at, g.attempted_at, p_now, g.worker,
+               g.unique_key, g.args, NULL,
+               CASE WHEN p_failure IS NULL THEN g.failures ELSE g.failures || p_failure END,
+               p_replaced_by, g.notes, g.cancel_requested_at, g.depends_on, g.run_anyway,
+               g.has_dependants, greatest(pg_current_xact_id(), g.event_xid)
+        FROM gone g
+        RETURNING id, job_type, queue, attempts, worker, event_xid
+    )
+    SELECT m.id, m.job_type, m.queue, m.attempts, m.worker, m.event_xid, g.state AS from_state
+    INTO v_row
+    FROM moved m, gone g;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM jobq._emit(p_event, v_row.from_state, ARRAY[v_row.id], ARRAY[p_state],
+                       ARRAY[v_row.job_type], ARRAY[v_row.queue], ARRAY[v_row.attempts],
+                       ARRAY[CASE WHEN v_row.from_state = 'running' THEN v_row.worker END],
+                       ARRAY[v_row.event_xid], ARRAY[p_failure ->> 'message']);
+    RETURN true;
+END;
+$$;
+
+-- Records the event of an update that kept a job live: p_event from p_from to
+-- the row's current state, with an optional message.
+CREATE FUNCTION jobq._emit_live(p_id bigint, p_event text, p_from text, p_message text DEFAULT NULL)
+RETURNS void
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    SELECT jobq._emit(p_event, p_from, ARRAY[j.id], ARRAY[j.state], ARRAY[j.job_type],
+                      ARRAY[j.queue], ARRAY[j.attempts],
+                      ARRAY[CASE WHEN 'running' IN (p_from, j.state) THEN j.worker END],
+                      ARRAY[j.event_xid], ARRAY[p_message])
+    FROM jobq.live_jobs j WHERE j.id = p_id
+$$;
 
 -- Fails this attempt. The job waits again until now + retry_in (or the job
 -- type's backoff when retry_in is NULL), or fails for good when its attempts
@@ -308,29 +412,41 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_now constant timestamptz := clock_timestamp();
+    v_job record;
+    v_state text;
+    v_run_at timestamptz;
 BEGIN
     IF jq_temp_fail.retry_in IS NOT NULL THEN
         PERFORM jobq._check_interval('retry_in', jq_temp_fail.retry_in, '0', '365 days');
     END IF;
-    RETURN QUERY
-    UPDATE jobq.jobs j
-    SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                     WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'waiting' END,
-        run_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
-                      THEN j.run_at
-                      ELSE v_now + coalesce(jq_temp_fail.retry_in, jobq._backoff(j.job_type, j.attempts))
-                 END,
-        finished_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts
-                           THEN v_now END,
-        failures = j.failures || jobq._failure(j.attempts, 'temp_fail', jq_temp_fail.message, j.worker, v_now),
-        lease_token = NULL, locked_until = NULL
+    -- Lock the leased row first: what happens next depends on it.
+    SELECT j.attempts, j.max_attempts, j.cancel_requested_at, j.worker, j.job_type INTO v_job
+    FROM jobq.live_jobs j
     WHERE j.id = jq_temp_fail.id AND j.lease_token = jq_temp_fail.lease_token
       AND j.state = 'running' AND j.locked_until > clock_timestamp()
-    RETURNING j.state, CASE WHEN j.state = 'waiting' THEN j.run_at END;
+    FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_temp_fail.id, jq_temp_fail.lease_token, v_now);
     END IF;
+    IF v_job.cancel_requested_at IS NOT NULL OR v_job.attempts >= v_job.max_attempts THEN
+        v_state := CASE WHEN v_job.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'failed' END;
+        PERFORM jobq._finish_one(jq_temp_fail.id, v_state, v_now,
+            CASE WHEN v_state = 'cancelled' THEN 'cancelled' ELSE 'temp_failed' END,
+            jobq._failure(v_job.attempts, 'temp_fail', jq_temp_fail.message, v_job.worker, v_now));
+        RETURN QUERY SELECT v_state, NULL::timestamptz;
+        RETURN;
+    END IF;
+    UPDATE jobq.live_jobs j
+    SET state = 'waiting',
+        run_at = v_now + coalesce(jq_temp_fail.retry_in, jobq._backoff(j.job_type, j.attempts)),
+        failures = j.failures || jobq._failure(j.attempts, 'temp_fail', jq_temp_fail.message, j.worker, v_now),
+        lease_token = NULL, locked_until = NULL,
+        event_xid = greatest(pg_current_xact_id(), j.event_xid)
+    WHERE j.id = jq_temp_fail.id
+    RETURNING j.run_at INTO v_run_at;
+    PERFORM jobq._emit_live(jq_temp_fail.id, 'temp_failed', 'running', left(coalesce(jq_temp_fail.message, ''), 8192));
     PERFORM jobq._due_time_added();
+    RETURN QUERY SELECT 'waiting'::text, v_run_at;
 END;
 $$;
 COMMENT ON FUNCTION jobq.jq_temp_fail IS 'Fail this attempt; retry later or fail when attempts are used up.';
@@ -346,23 +462,26 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_now constant timestamptz := clock_timestamp();
+    v_job record;
 BEGIN
-    UPDATE jobq.jobs j
-    SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'failed' END,
-        finished_at = v_now,
-        failures = j.failures || jobq._failure(j.attempts, 'perm_fail', jq_perm_fail.message, j.worker, v_now),
-        lease_token = NULL, locked_until = NULL
+    SELECT j.attempts, j.cancel_requested_at, j.worker INTO v_job
+    FROM jobq.live_jobs j
     WHERE j.id = jq_perm_fail.id AND j.lease_token = jq_perm_fail.lease_token
-      AND j.state = 'running' AND j.locked_until > clock_timestamp();
+      AND j.state = 'running' AND j.locked_until > clock_timestamp()
+    FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_perm_fail.id, jq_perm_fail.lease_token, v_now);
     END IF;
+    PERFORM jobq._finish_one(jq_perm_fail.id,
+        CASE WHEN v_job.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'failed' END, v_now,
+        CASE WHEN v_job.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'perm_failed' END,
+        jobq._failure(v_job.attempts, 'perm_fail', jq_perm_fail.message, v_job.worker, v_now));
 END;
 $$;
 COMMENT ON FUNCTION jobq.jq_perm_fail IS 'Fail a leased job for good.';
 
 -- Ends the job as 'replaced' and inserts its replacements (jq_enqueue_many's
--- job objects, any types, possibly none), all in one statement: if anything is
+-- job objects, any types, possibly none), all in one call: if anything is
 -- wrong, the old job keeps running and nothing new exists. Returns the new ids
 -- in input order; they are also kept in the old job's replaced_by.
 -- Jobs that depend on the replaced job now wait for all its replacements
@@ -380,24 +499,35 @@ DECLARE
     v_now constant timestamptz := clock_timestamp();
     v_specs constant jobq.job_spec[] := jobq._specs_from_json(jq_replace.new_jobs, 'new_jobs');
     v_ids bigint[];
-    v_has_dependants boolean;
+    v_job jobq.live_jobs;
 BEGIN
     PERFORM jobq._validate_specs(v_specs, 'new_jobs', v_now);
     -- End the job before inserting: a replacement with the job's own
     -- (job_type, unique_key) must become a new job, and while the old one is
-    -- still running the unique key would resolve to the old job itself.
-    UPDATE jobq.jobs j
-    SET state = 'replaced', finished_at = v_now, lease_token = NULL, locked_until = NULL
+    -- still live the unique key would resolve to the old job itself. The row
+    -- goes to the history once the replacements' ids are known.
+    DELETE FROM jobq.live_jobs j
     WHERE j.id = jq_replace.id AND j.lease_token = jq_replace.lease_token
       AND j.state = 'running' AND j.locked_until > clock_timestamp()
       AND j.cancel_requested_at IS NULL
-    RETURNING j.has_dependants INTO v_has_dependants;
+    RETURNING j.* INTO v_job;
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_replace.id, jq_replace.lease_token, v_now);
     END IF;
     v_ids := ARRAY(SELECT s.id FROM jobq._insert_specs(v_specs, v_now, 'new_jobs') AS s);
-    UPDATE jobq.jobs j SET replaced_by = v_ids WHERE j.id = jq_replace.id;
-    IF v_has_dependants THEN
+    INSERT INTO jobq.job_history (id, job_type, queue, state, priority, attempts, max_attempts,
+        run_at, created_at, expires_at, started_at, attempted_at, finished_at, worker,
+        unique_key, args, result, failures, replaced_by, notes, cancel_requested_at,
+        depends_on, run_anyway, has_dependants, event_xid)
+    VALUES (v_job.id, v_job.job_type, v_job.queue, 'replaced', v_job.priority, v_job.attempts,
+            v_job.max_attempts, v_job.run_at, v_job.created_at, v_job.expires_at, v_job.started_at,
+            v_job.attempted_at, v_now, v_job.worker, v_job.unique_key, v_job.args, NULL,
+            v_job.failures, v_ids, v_job.notes, v_job.cancel_requested_at, v_job.depends_on,
+            v_job.run_anyway, v_job.has_dependants, greatest(pg_current_xact_id(), v_job.event_xid));
+    PERFORM jobq._emit('replaced', 'running', ARRAY[v_job.id], ARRAY['replaced'], ARRAY[v_job.job_type],
+                       ARRAY[v_job.queue], ARRAY[v_job.attempts], ARRAY[v_job.worker],
+                       ARRAY[greatest(pg_current_xact_id(), v_job.event_xid)]);
+    IF v_job.has_dependants THEN
         PERFORM jobq._release_dependants(jq_replace.id, 'replaced', v_ids, v_now);
     END IF;
     RETURN v_ids;
@@ -423,8 +553,8 @@ DECLARE
         'lease', coalesce(jq_extend.lease, '5 minutes'), '0', '1 day', false);
     v_until timestamptz;
 BEGIN
-    UPDATE jobq.jobs j
-    SET locked_until = v_now + v_lease
+    UPDATE jobq.live_jobs j
+    SET locked_until = v_now + v_lease, event_xid = greatest(pg_current_xact_id(), j.event_xid)
     WHERE j.id = jq_extend.id AND j.lease_token = jq_extend.lease_token
       AND j.state = 'running' AND j.locked_until > clock_timestamp()
       AND j.cancel_requested_at IS NULL
@@ -432,6 +562,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_extend.id, jq_extend.lease_token, v_now);
     END IF;
+    PERFORM jobq._emit_live(jq_extend.id, 'extended', 'running');
     RETURN v_until;
 END;
 $$;
@@ -463,15 +594,23 @@ BEGIN
         SELECT u.id, u.token, u.ord
         FROM unnest(jq_extend_many.ids, jq_extend_many.lease_tokens) WITH ORDINALITY AS u(id, token, ord)
     ), extended AS (
-        UPDATE jobq.jobs j
-        SET locked_until = v_now + v_lease
+        UPDATE jobq.live_jobs j
+        SET locked_until = v_now + v_lease, event_xid = greatest(pg_current_xact_id(), j.event_xid)
         FROM input
         WHERE j.id = input.id AND j.lease_token = input.token
           AND j.state = 'running' AND j.locked_until > clock_timestamp()
           AND j.cancel_requested_at IS NULL
         -- The input element that extended the job: when an id is given twice,
         -- only one element extends it and the other reports lease_lost.
-        RETURNING input.ord, j.locked_until
+        RETURNING input.ord, j.id, j.locked_until, j.job_type, j.queue, j.attempts, j.worker,
+                  j.event_xid
+    ), recorded AS (
+        SELECT jobq._emit('extended', 'running', array_agg(e.id ORDER BY e.id),
+                          array_fill('running'::text, ARRAY[count(*)::integer]),
+                          array_agg(e.job_type ORDER BY e.id), array_agg(e.queue ORDER BY e.id),
+                          array_agg(e.attempts ORDER BY e.id), array_agg(e.worker ORDER BY e.id),
+                          array_agg(e.event_xid ORDER BY e.id)) AS n
+        FROM extended e
     )
     SELECT input.id, coalesce(e.locked_until, c.locked_until),
            CASE WHEN e.ord IS NOT NULL THEN 'extended'
@@ -481,11 +620,12 @@ BEGIN
     FROM input LEFT JOIN extended e ON e.ord = input.ord
     -- A lease this worker still holds on a job asked to stop.
     LEFT JOIN LATERAL (
-        SELECT j.locked_until FROM jobq.jobs j
+        SELECT j.locked_until FROM jobq.live_jobs j
         WHERE e.ord IS NULL AND j.id = input.id AND j.lease_token = input.token
           AND j.state = 'running' AND j.locked_until > clock_timestamp()
           AND j.cancel_requested_at IS NOT NULL
     ) c ON true
+    CROSS JOIN recorded
     ORDER BY input.ord;
 END;
 $$;
@@ -506,40 +646,51 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_now constant timestamptz := clock_timestamp();
+    v_done bigint[] := '{}';
+    r record;
 BEGIN
     IF cardinality(jq_release_many.ids) IS DISTINCT FROM cardinality(jq_release_many.lease_tokens) THEN
         PERFORM jobq._raise('JQ010', 'ids and lease_tokens must have the same length');
     END IF;
 
+    -- Locks every lease still held; when an id is given twice, only its first
+    -- element releases it and the other reports lease_lost.
+    FOR r IN
+        SELECT DISTINCT ON (l.id) l.id, l.ord, l.cancelled
+        FROM (SELECT j.id, u.ord, j.cancel_requested_at IS NOT NULL AS cancelled
+              FROM unnest(jq_release_many.ids, jq_release_many.lease_tokens)
+                       WITH ORDINALITY AS u(id, token, ord)
+              JOIN jobq.live_jobs j ON j.id = u.id AND j.lease_token = u.token
+              WHERE j.state = 'running' AND j.locked_until > clock_timestamp()
+              FOR NO KEY UPDATE OF j) l
+        ORDER BY l.id, l.ord
+    LOOP
+        IF r.cancelled THEN
+            PERFORM jobq._finish_one(r.id, 'cancelled', v_now, 'cancelled');
+        ELSE
+            UPDATE jobq.live_jobs j
+            SET state = 'waiting', run_at = v_now, attempts = j.attempts - 1,
+                -- started_at means "first grab": a job released from its first
+                -- grab has not started yet.
+                started_at = CASE WHEN j.attempts > 1 THEN j.started_at END,
+                lease_token = NULL, locked_until = NULL,
+                event_xid = greatest(pg_current_xact_id(), j.event_xid)
+            WHERE j.id = r.id;
+            PERFORM jobq._emit_live(r.id, 'released', 'running');
+        END IF;
+        v_done := v_done || r.ord;
+    END LOOP;
+
     RETURN QUERY
-    WITH input AS (
-        SELECT u.id, u.token, u.ord
-        FROM unnest(jq_release_many.ids, jq_release_many.lease_tokens) WITH ORDINALITY AS u(id, token, ord)
-    ), released AS (
-        UPDATE jobq.jobs j
-        SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'waiting' END,
-            finished_at = CASE WHEN j.cancel_requested_at IS NOT NULL THEN v_now END,
-            run_at = v_now, attempts = j.attempts - 1,
-            -- started_at means "first grab": a job released from its first
-            -- grab has not started yet.
-            started_at = CASE WHEN j.attempts > 1 THEN j.started_at END,
-            lease_token = NULL, locked_until = NULL
-        FROM input
-        WHERE j.id = input.id AND j.lease_token = input.token
-          AND j.state = 'running' AND j.locked_until > clock_timestamp()
-        -- The input element that released the job: when an id is given twice,
-        -- only one element releases it and the other reports lease_lost.
-        RETURNING input.ord
-    )
-    SELECT input.id,
-           CASE WHEN r.ord IS NOT NULL THEN 'released'
-                WHEN EXISTS (SELECT 1 FROM jobq.jobs j WHERE j.id = input.id) THEN 'lease_lost'
+    SELECT u.id,
+           CASE WHEN u.ord = ANY (v_done) THEN 'released'
+                WHEN EXISTS (SELECT 1 FROM jobq.jobs j WHERE j.id = u.id) THEN 'lease_lost'
                 ELSE 'not_found' END
-    FROM input LEFT JOIN released r ON r.ord = input.ord
-    ORDER BY input.ord;
+    FROM unnest(jq_release_many.ids) WITH ORDINALITY AS u(id, ord)
+    ORDER BY u.ord;
     -- Other workers may take the jobs at once: tell them, as an enqueue would.
     PERFORM jobq._wake('jobq_wakeup', jobq._wakeup_payload(d.queue, d.job_type))
-    FROM (SELECT DISTINCT j.queue, j.job_type FROM jobq.jobs j
+    FROM (SELECT DISTINCT j.queue, j.job_type FROM jobq.live_jobs j
           WHERE j.id = ANY (jq_release_many.ids) AND j.state = 'waiting' AND j.run_at = v_now) d;
 END;
 $$;
@@ -556,21 +707,13 @@ SET search_path = jobq, pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_now constant timestamptz := clock_timestamp();
+    v_outcome text;
 BEGIN
-    UPDATE jobq.jobs j
-    SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'waiting' END,
-        finished_at = CASE WHEN j.cancel_requested_at IS NOT NULL THEN v_now END,
-        run_at = v_now, attempts = j.attempts - 1,
-        started_at = CASE WHEN j.attempts > 1 THEN j.started_at END,
-        lease_token = NULL, locked_until = NULL
-    WHERE j.id = jq_release.id AND j.lease_token = jq_release.lease_token
-      AND j.state = 'running' AND j.locked_until > clock_timestamp();
-    IF NOT FOUND THEN
-        PERFORM jobq._lease_rejected(jq_release.id, jq_release.lease_token, v_now);
+    SELECT r.outcome INTO v_outcome
+    FROM jobq.jq_release_many(ARRAY[jq_release.id], ARRAY[jq_release.lease_token]) AS r;
+    IF v_outcome <> 'released' THEN
+        PERFORM jobq._lease_rejected(jq_release.id, jq_release.lease_token, clock_timestamp());
     END IF;
-    PERFORM jobq._wake('jobq_wakeup', jobq._wakeup_payload(j.queue, j.job_type))
-    FROM jobq.jobs j WHERE j.id = jq_release.id AND j.state = 'waiting';
 END;
 $$;
 COMMENT ON FUNCTION jobq.jq_release IS 'Hand back a leased job that never started: due at once, attempt not counted.';

@@ -653,7 +653,7 @@ async fn a_handler_whose_lease_is_lost_is_told_and_its_outcome_is_not_recorded()
     // job: the token it holds is no longer the job's.
     client
         .execute(
-            "UPDATE jobq.jobs SET lease_token = gen_random_uuid(), locked_until = clock_timestamp() + interval '1 hour'
+            "UPDATE jobq.live_jobs SET lease_token = gen_random_uuid(), locked_until = clock_timestamp() + interval '1 hour'
              WHERE id = $1",
             &[&id],
         )

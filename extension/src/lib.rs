@@ -25,34 +25,54 @@ extension_sql_file!(
     requires = ["schema"]
 );
 extension_sql_file!(
+    "../../sql/events.sql",
+    name = "events",
+    requires = ["internal"]
+);
+extension_sql_file!(
+    "../../sql/history.sql",
+    name = "history",
+    requires = ["events"]
+);
+extension_sql_file!(
     "../../sql/enqueue.sql",
     name = "enqueue",
-    requires = ["internal"]
+    requires = ["history"]
 );
 extension_sql_file!(
     "../../sql/worker.sql",
     name = "worker",
-    requires = ["internal"]
+    requires = ["history"]
+);
+extension_sql_file!(
+    "../../sql/views.sql",
+    name = "views",
+    requires = ["history"]
 );
 extension_sql_file!(
     "../../sql/details.sql",
     name = "details",
-    requires = ["internal"]
-);
-extension_sql_file!(
-    "../../sql/events.sql",
-    name = "events",
-    requires = ["enqueue", "worker", "details"]
+    requires = ["views"]
 );
 extension_sql_file!(
     "../../sql/notify.sql",
     name = "notify",
-    requires = ["events"]
+    requires = ["enqueue", "worker", "details"]
+);
+extension_sql_file!(
+    "../../sql/dependencies.sql",
+    name = "dependencies",
+    requires = ["notify"]
 );
 extension_sql_file!(
     "../../sql/control.sql",
     name = "control",
-    requires = ["notify"]
+    requires = ["dependencies"]
+);
+extension_sql_file!(
+    "../../sql/maintenance.sql",
+    name = "maintenance",
+    requires = ["control"]
 );
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Pushes N jobs through a jobq database and reports the size of jobq.jobs and
-# jobq.events before and after, and what maintenance did: the measurement in
-# README "Retention and maintenance".
+# Pushes N jobs through a jobq database and reports the size of the live
+# table, the history and the events before and after, and what maintenance
+# did (README "Retention and maintenance").
 #
 #   churn.sh URL [JOBS=1000000] [CLIENTS=2]
 #
@@ -31,12 +31,15 @@ trap 'rm -f "$script"' EXIT
 
 sizes() {
     psql "$url" -XAtF ' | ' -c "
-        SELECT '$1', 'jobs heap ' || pg_size_pretty(pg_relation_size('jobq.jobs')),
-               'indexes ' || pg_size_pretty(pg_indexes_size('jobq.jobs')),
-               'events ' || pg_size_pretty(pg_total_relation_size('jobq.events')),
-               'rows ' || (SELECT count(*) FROM jobq.jobs),
-               'dead ' || coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
-                                    WHERE relid = 'jobq.jobs'::regclass), 0)"
+        SELECT '$1', 'live heap ' || pg_size_pretty(pg_relation_size('jobq.live_jobs')),
+               'live indexes ' || pg_size_pretty(pg_indexes_size('jobq.live_jobs')),
+               'history ' || pg_size_pretty((SELECT sum(pg_total_relation_size(t.relid))
+                                             FROM pg_partition_tree('jobq.job_history') t)),
+               'events ' || pg_size_pretty(pg_total_relation_size('jobq.event_batches')),
+               'live rows ' || (SELECT count(*) FROM jobq.live_jobs),
+               'history rows ' || (SELECT count(*) FROM jobq.job_history),
+               'live dead ' || coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
+                                         WHERE relid = 'jobq.live_jobs'::regclass), 0)"
 }
 
 sizes before

@@ -54,3 +54,13 @@ profile_flag=()
 (cd "$root/extension" && as_root env "PATH=$PATH" "HOME=$HOME" "PGRX_HOME=$pgrx_home" \
     cargo pgrx install "${profile_flag[@]}" --pg-config "$pg_config" \
     --no-default-features --features "pg$pg_major" >/dev/null)
+
+# Upgrade scripts (ALTER EXTENSION jobq UPDATE). cargo pgrx install copies only
+# those in the crate's own directory (extension/sql/jobq--*--*.sql); ours live
+# with the rest of the hand-written SQL in sql/upgrades/, so they are copied
+# here, as they are (no @CARGO_VERSION@ substitution).
+shopt -s nullglob
+upgrade_scripts=("$root"/sql/upgrades/jobq--*--*.sql)
+if [ "${#upgrade_scripts[@]}" -gt 0 ]; then
+    as_root install -m 644 "${upgrade_scripts[@]}" "$("$pg_config" --sharedir)/extension/"
+fi

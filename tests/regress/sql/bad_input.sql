@@ -5,7 +5,7 @@
 -- Messages that would contain a job id are shown as SQLSTATE only (ids vary).
 \set SHOW_CONTEXT never
 \set VERBOSITY default
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- A real running job, for the lease checks below.
 SELECT jobq.jq_enqueue('bad_input', '{"n": 1}') IS NOT NULL AS enqueued;

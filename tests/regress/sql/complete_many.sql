@@ -3,7 +3,7 @@
 -- 'completed', 'lease_lost' or 'not_found'.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- six running jobs, labelled j1..j6 by their args
 SELECT count(*) AS enqueued

@@ -5,8 +5,8 @@
 -- the errors of each. Ids and times are never printed.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
-DELETE FROM jobq.jobs;
-DELETE FROM jobq.events;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
+DELETE FROM jobq.event_batches;
 -- The wake-up worker's periodic maintenance would reap and prune under the
 -- tests below; they call jq_maintain themselves.
 UPDATE jobq.maintenance SET every = '1 day', last_run_at = now();
@@ -57,7 +57,7 @@ SELECT jobq.jq_enqueue('ctl_parent') AS p \gset
 SELECT id AS b1, created FROM jobq.jq_enqueue_unique('ctl_ukb', unique_key => 'kb', depends_on => ARRAY[:p]) \gset
 SELECT pg_temp.state(:b1) AS state, :'created' AS created;
 SELECT id = :b1 AS same_job, created FROM jobq.jq_enqueue_unique('ctl_ukb', unique_key => 'kb');
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- ---------------------------------------------------------------------------
 -- dependencies
@@ -155,7 +155,7 @@ SELECT jobq.jq_complete(:jid, :'jtok');
 SELECT pg_temp.state(:after_root) AS after_root;
 -- the join's own events: blocked at enqueue, unblocked by the last leaf
 SELECT * FROM pg_temp.events_of(:jid);
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 DELETE FROM jobq.job_dependencies;
 
 -- ---------------------------------------------------------------------------
@@ -187,7 +187,7 @@ UPDATE jobq.job_types SET max_running = 5 WHERE job_type = '*';
 UPDATE jobq.job_types SET max_running = -1 WHERE job_type = 'ctl_lim';
 \echo :SQLSTATE
 DELETE FROM jobq.job_types WHERE job_type = 'ctl_lim';
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- ---------------------------------------------------------------------------
 -- cancel
@@ -246,7 +246,7 @@ SELECT * FROM pg_temp.rejection(format('SELECT jobq.jq_cancel(%s)',
     (SELECT id FROM jobq.jobs WHERE job_type = 'ctl_cancel_run' AND state = 'completed')));
 SELECT * FROM pg_temp.rejection('SELECT jobq.jq_cancel(-1)');
 SELECT * FROM pg_temp.rejection('SELECT jobq.jq_cancel(NULL)');
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- ---------------------------------------------------------------------------
 -- retry: a fresh attempt budget, the history kept
@@ -296,7 +296,7 @@ SELECT jobq.jq_retry(:p) AS parent, jobq.jq_retry(:c) AS child;
 SELECT lease_token AS tok FROM jobq.jq_grab(ARRAY['ctl_rp'], '1 hour', 1) \gset
 SELECT jobq.jq_complete(:p, :'tok');
 SELECT pg_temp.state(:c) AS child_after_parent;
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- ---------------------------------------------------------------------------
 -- pause and resume a queue
@@ -313,7 +313,7 @@ SELECT jobq.jq_resume_queue('ctl_never_paused');
 SELECT queue FROM jobq.jq_grab(NULL, '1 hour', 10, NULL, NULL, ARRAY['ctl_paused', 'ctl_other']);
 SELECT * FROM pg_temp.rejection($$SELECT jobq.jq_pause_queue('bad queue')$$);
 SELECT * FROM pg_temp.rejection($$SELECT jobq.jq_pause_queue(NULL)$$);
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 DELETE FROM jobq.queues;
 
 -- ---------------------------------------------------------------------------
@@ -334,7 +334,7 @@ SELECT * FROM pg_temp.rejection(format('SELECT jobq.jq_note(%s, gen_random_uuid(
 SELECT * FROM pg_temp.rejection($$SELECT jobq.jq_note(-1, gen_random_uuid(), '{}')$$);
 SELECT jobq.jq_complete(:id, :'tok');
 SELECT jobq.jq_details(:id) -> 'notes' AS notes_kept;
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- ---------------------------------------------------------------------------
 -- maintenance: leases, deadlines, retention per type, events outlive jobs
@@ -347,13 +347,27 @@ SELECT array_agg(id) AS ids, array_agg(lease_token) AS toks
 FROM jobq.jq_grab(ARRAY['ctl_keep', 'ctl_brief', 'ctl_plain'], '1 hour', 10) \gset
 SELECT count(*) AS completed FROM jobq.jq_complete_many(:'ids', :'toks');
 -- finished 2 hours ago: only ctl_brief (1 hour) is past retention
-UPDATE jobq.jobs SET finished_at = now() - interval '2 hours' WHERE state = 'completed';
+UPDATE jobq.job_history SET finished_at = now() - interval '2 hours' WHERE state = 'completed';
 SELECT jobq.jq_maintain() - 'ms' AS summary;
 SELECT job_type, count(*) FROM jobq.jobs GROUP BY 1 ORDER BY 1;
 -- 10 days: ctl_plain ('*': 7 days) goes too; ctl_keep stays
-UPDATE jobq.jobs SET finished_at = now() - interval '10 days' WHERE state = 'completed';
+UPDATE jobq.job_history SET finished_at = now() - interval '10 days' WHERE state = 'completed';
 SELECT jobq.jq_maintain() ->> 'pruned_jobs' AS pruned;
 SELECT job_type, count(*) FROM jobq.jobs GROUP BY 1 ORDER BY 1;
+-- hidden at once, their rows stay until older than the longest retention
+-- (ctl_keep's 30 days): then a whole day's partition is dropped, and rows of
+-- days without a partition are deleted from the default one
+SELECT count(*) AS rows_kept FROM jobq.job_history;
+SELECT jobq._create_history_partitions(now() - interval '40 days', now() - interval '40 days') AS created;
+UPDATE jobq.job_history SET finished_at = now() - interval '40 days' WHERE job_type <> 'ctl_plain';
+UPDATE jobq.job_history SET finished_at = now() - interval '50 days' WHERE job_type = 'ctl_plain';
+SELECT (SELECT count(*) FROM jobq.job_history_default) AS in_default,
+       (SELECT count(*) FROM jobq._history_partitions() WHERE day < current_date - 30) AS old_partitions;
+SELECT s ->> 'dropped_partitions' AS dropped, s ->> 'pruned_jobs' AS pruned_from_default
+FROM jobq.jq_maintain() AS s;
+SELECT (SELECT count(*) FROM jobq.job_history) AS rows_left,
+       (SELECT count(*) FROM jobq._history_partitions() WHERE day < current_date - 30) AS old_partitions,
+       (SELECT count(*) FROM jobq._history_partitions() WHERE day >= current_date) AS ahead;
 -- the pruned jobs' events remain, until their own retention
 SELECT job_type, count(*) AS events FROM jobq.events
 WHERE job_type IN ('ctl_keep', 'ctl_brief', 'ctl_plain') GROUP BY 1 ORDER BY 1;
@@ -372,7 +386,7 @@ SELECT jobq._maintain(clock_timestamp(), interval '1 minute', interval '5 second
 SELECT jobq._maintain(clock_timestamp(), interval '1 microsecond', interval '5 seconds') ->> 'complete' AS complete;
 SELECT behind FROM jobq.maintenance;
 DELETE FROM jobq.job_types WHERE job_type LIKE 'ctl\_%';
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- ---------------------------------------------------------------------------
 -- operators' views
@@ -426,7 +440,7 @@ RESET ROLE;
 DROP ROLE regress_ctl_observer;
 DROP ROLE regress_ctl_producer;
 DROP ROLE regress_ctl_worker;
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 DELETE FROM jobq.queues;
 DELETE FROM jobq.seen_workers;
 UPDATE jobq.maintenance SET every = '10 seconds', last_run_at = NULL, behind = false;

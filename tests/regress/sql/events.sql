@@ -5,8 +5,8 @@
 -- printed: only event names, states, counts and booleans.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
-DELETE FROM jobq.jobs;
-DELETE FROM jobq.events;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
+DELETE FROM jobq.event_batches;
 
 -- A job's events, oldest first, with the time in lease-expiry messages masked.
 CREATE FUNCTION pg_temp.events_of(p_job bigint)
@@ -156,26 +156,22 @@ SELECT count(*) AS grabbed FROM jobq.jq_grab(ARRAY['ev_expiring'], '1 hour', 1, 
 SELECT * FROM pg_temp.events_of(:id);
 
 -- ---------------------------------------------------------------------------
--- changes by an operator's plain SQL (as superuser): cancel, retry a finished
--- job, release a lease, and updates that change no state, which record nothing
+-- changes through the API that operators use: cancel, retry a finished job,
+-- release a lease. Plain SQL writes to the tables (as superuser) record
+-- nothing: events are written by jobq's functions.
 -- ---------------------------------------------------------------------------
 SELECT jobq.jq_enqueue('ev_admin') AS id \gset
 SELECT count(*) AS events_before FROM jobq.events \gset
-UPDATE jobq.jobs SET run_at = run_at + interval '1 hour', priority = 5 WHERE id = :id;
-UPDATE jobq.jobs SET replaced_by = '{}' WHERE job_type = 'ev_life';
+UPDATE jobq.live_jobs SET run_at = run_at + interval '1 hour', priority = 5 WHERE id = :id;
+UPDATE jobq.job_history SET replaced_by = '{}' WHERE job_type = 'ev_life';
 SELECT count(*) - :events_before AS new_events FROM jobq.events;
-UPDATE jobq.jobs SET state = 'cancelled', finished_at = now() WHERE id = :id;
-UPDATE jobq.jobs SET state = 'waiting', finished_at = NULL, run_at = now()
-WHERE job_type = 'ev_perm';
-UPDATE jobq.jobs SET state = 'completed' WHERE job_type = 'ev_perm';
+SELECT jobq.jq_cancel(:id);
+SELECT jobq.jq_retry(:id);
 SELECT * FROM pg_temp.events_of(:id);
-SELECT * FROM pg_temp.events_of((SELECT id FROM jobq.jobs WHERE job_type = 'ev_perm'));
 -- a lease handed back without a failure (what a worker's release does)
 SELECT jobq.jq_enqueue('ev_release') AS id \gset
-SELECT count(*) AS grabbed FROM jobq.jq_grab(ARRAY['ev_release'], '1 hour', 1, 'w-release');
-UPDATE jobq.jobs SET state = 'waiting', attempts = attempts - 1, lease_token = NULL,
-                     locked_until = NULL
-WHERE id = :id;
+SELECT lease_token AS tok FROM jobq.jq_grab(ARRAY['ev_release'], '1 hour', 1, 'w-release') \gset
+SELECT jobq.jq_release(:id, :'tok');
 SELECT * FROM pg_temp.events_of(:id);
 
 -- ---------------------------------------------------------------------------
@@ -298,15 +294,15 @@ UPDATE jobq.maintenance SET every = '1 day', last_run_at = now();
 SELECT id AS life FROM jobq.jobs WHERE job_type = 'ev_life' \gset
 SELECT count(*) AS life_events FROM jobq.events WHERE job_id = :life \gset
 -- the job is pruned (simulated); its events stay
-DELETE FROM jobq.jobs WHERE id = :life;
+DELETE FROM jobq.live_jobs WHERE id = :life; DELETE FROM jobq.job_history WHERE id = :life;
 SELECT count(*) AS events_of_deleted_job FROM jobq.jq_events_for_job(:life);
 SELECT jobq.jq_prune_events() AS pruned;
 SELECT count(*) AS events_of_deleted_job FROM jobq.jq_events_for_job(:life);
 -- 29 days old: kept (default 30 days); 40 days old: pruned, and only those
 SELECT count(*) AS total_before FROM jobq.events \gset
-UPDATE jobq.events SET at = now() - interval '29 days' WHERE job_id = :life;
+UPDATE jobq.event_batches SET at = now() - interval '29 days' WHERE :life = ANY (job_ids);
 SELECT jobq.jq_prune_events() AS pruned;
-UPDATE jobq.events SET at = now() - interval '40 days' WHERE job_id = :life;
+UPDATE jobq.event_batches SET at = now() - interval '40 days' WHERE :life = ANY (job_ids);
 SELECT jobq.jq_prune_events() = :life_events AS pruned_all_of_them;
 SELECT count(*) AS events_of_deleted_job FROM jobq.jq_events_for_job(:life);
 SELECT :total_before - count(*) = :life_events AS nothing_else_pruned FROM jobq.events;
@@ -315,36 +311,38 @@ INSERT INTO jobq.job_types (job_type, event_retention) VALUES ('ev_keep', '90 da
                                                               ('ev_brief', '1 hour');
 SELECT count(*) AS enqueued FROM jobq.jq_enqueue_many(
     '[{"job_type": "ev_keep"}, {"job_type": "ev_brief"}, {"job_type": "ev_plain"}]');
-UPDATE jobq.events SET at = now() - interval '2 hours'
+UPDATE jobq.event_batches SET at = now() - interval '2 hours'
 WHERE job_type IN ('ev_keep', 'ev_brief', 'ev_plain');
 SELECT jobq.jq_prune_events() AS pruned;
 SELECT job_type, count(*) AS events FROM jobq.events
 WHERE job_type IN ('ev_keep', 'ev_brief', 'ev_plain') GROUP BY job_type ORDER BY job_type;
-UPDATE jobq.events SET at = now() - interval '40 days' WHERE job_type IN ('ev_keep', 'ev_plain');
+UPDATE jobq.event_batches SET at = now() - interval '40 days' WHERE job_type IN ('ev_keep', 'ev_plain');
 SELECT jobq.jq_prune_events() AS pruned;
 SELECT job_type, count(*) AS events FROM jobq.events
 WHERE job_type IN ('ev_keep', 'ev_plain') GROUP BY job_type ORDER BY job_type;
 UPDATE jobq.job_types SET event_retention = '10 days' WHERE job_type = '*';
 SELECT count(*) AS enqueued FROM jobq.jq_enqueue_many('[{"job_type": "ev_plain"}, {"job_type": "ev_plain"}]');
-UPDATE jobq.events SET at = now() - interval '20 days' WHERE job_type = 'ev_plain';
+UPDATE jobq.event_batches SET at = now() - interval '20 days' WHERE job_type = 'ev_plain';
 SELECT jobq.jq_prune_events() AS pruned;
 UPDATE jobq.job_types SET event_retention = '30 days' WHERE job_type = '*';
 -- without a '*' row the built-in 30 days apply
 BEGIN;
 DELETE FROM jobq.job_types WHERE job_type = '*';
 SELECT count(*) AS enqueued FROM jobq.jq_enqueue_many('[{"job_type": "ev_plain"}, {"job_type": "ev_plain"}]');
-UPDATE jobq.events SET at = now() - interval '29 days' WHERE job_type = 'ev_plain';
+UPDATE jobq.event_batches SET at = now() - interval '29 days' WHERE job_type = 'ev_plain';
 SELECT jobq.jq_prune_events() AS pruned;
-UPDATE jobq.events SET at = now() - interval '31 days' WHERE job_type = 'ev_plain';
+UPDATE jobq.event_batches SET at = now() - interval '31 days' WHERE job_type = 'ev_plain';
 SELECT jobq.jq_prune_events() AS pruned;
 ROLLBACK;
--- _prune_events deletes in batches of at most its limit
+-- _prune_events deletes at most its limit of stored rows per call (a row
+-- holds the events of one statement) and returns how many events went
 SELECT count(*) AS enqueued FROM jobq.jq_enqueue_many(
     (SELECT jsonb_agg(jsonb_build_object('job_type', 'ev_old')) FROM generate_series(1, 5)));
-UPDATE jobq.events SET at = now() - interval '40 days' WHERE job_type = 'ev_old';
+SELECT count(*) AS enqueued FROM (SELECT jobq.jq_enqueue('ev_old') FROM generate_series(1, 3)) e;
+UPDATE jobq.event_batches SET at = now() - interval '40 days' WHERE job_type = 'ev_old';
 SELECT jobq._prune_events(now(), 2) AS first, jobq._prune_events(now(), 2) AS second,
        jobq._prune_events(now(), 2) AS third, jobq._prune_events(now(), 2) AS fourth;
-DELETE FROM jobq.events WHERE job_type = 'ev_keep';
+DELETE FROM jobq.event_batches WHERE job_type = 'ev_keep';
 -- retention is checked
 UPDATE jobq.job_types SET event_retention = '-1 day' WHERE job_type = '*';
 \echo :SQLSTATE
@@ -427,5 +425,5 @@ DROP ROLE regress_ev_producer;
 DROP ROLE regress_ev_worker;
 DROP ROLE regress_ev_admin;
 
-DELETE FROM jobq.jobs;
-DELETE FROM jobq.events;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
+DELETE FROM jobq.event_batches;

@@ -2,7 +2,7 @@
 -- per-type settings, expiry and lease expiry (SPEC sections 1 and 2).
 \set SHOW_CONTEXT never
 \set VERBOSITY default
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- Runs a statement and reports how it was rejected, with digits in the
 -- message masked (they name job ids).
@@ -67,7 +67,7 @@ FROM jobq.jq_details(:id) AS d;
 -- not due yet, so not grabbable
 SELECT count(*) AS grabbed FROM jobq.jq_grab(ARRAY['life_retry'], '1 hour', 10);
 -- make it due (as superuser, bypassing the API)
-UPDATE jobq.jobs SET run_at = now() - interval '1 second' WHERE id = :id;
+UPDATE jobq.live_jobs SET run_at = now() - interval '1 second' WHERE id = :id;
 SELECT attempt, lease_token AS tok2
 FROM jobq.jq_grab(ARRAY['life_retry'], '1 hour', 10) \gset
 SELECT :attempt AS attempt, :'tok2' <> :'tok' AS new_token;
@@ -95,7 +95,7 @@ SELECT lease_token AS tok FROM jobq.jq_grab(ARRAY['life_backoff2'], '1 hour', 1)
 SELECT state, run_at >= now() + interval '10 minutes' AND
               run_at <= clock_timestamp() + interval '10 minutes' AS after_10_minutes
 FROM jobq.jq_temp_fail(:id, :'tok', 'first');
-UPDATE jobq.jobs SET run_at = now() - interval '1 second' WHERE id = :id;
+UPDATE jobq.live_jobs SET run_at = now() - interval '1 second' WHERE id = :id;
 SELECT lease_token AS tok, attempt FROM jobq.jq_grab(ARRAY['life_backoff2'], '1 hour', 1) \gset
 SELECT :attempt AS attempt;
 -- 20 minutes would be next, capped at 15
@@ -190,7 +190,7 @@ INSERT INTO jobq.job_types (job_type, max_attempts) VALUES ('bad type', 3);
 \echo :SQLSTATE
 INSERT INTO jobq.job_types (job_type, max_attempts) VALUES ('typed0', 0);
 \echo :SQLSTATE
-DELETE FROM jobq.jobs WHERE job_type IN ('typed', 'untyped');
+DELETE FROM jobq.live_jobs WHERE job_type IN ('typed', 'untyped'); DELETE FROM jobq.job_history WHERE job_type IN ('typed', 'untyped');
 
 -- ---------------------------------------------------------------------------
 -- expires_at: a job whose expires_at has passed is not run but ends 'expired'
@@ -198,7 +198,7 @@ DELETE FROM jobq.jobs WHERE job_type IN ('typed', 'untyped');
 SELECT jobq.jq_enqueue('life_expiring', expires_at => now() + interval '1 hour') AS id \gset
 SELECT jobq.jq_enqueue('life_expiring', expires_at => now() + interval '1 hour') AS id_ok \gset
 -- as superuser, bypassing the check that expires_at is in the future
-UPDATE jobq.jobs SET expires_at = now() - interval '1 second' WHERE id = :id;
+UPDATE jobq.live_jobs SET expires_at = now() - interval '1 second' WHERE id = :id;
 SELECT id = :id_ok AS is_the_unexpired_one
 FROM jobq.jq_grab(ARRAY['life_expiring'], '1 hour', 10);
 SELECT d ->> 'state' AS state, d -> 'attempts' AS attempts, (d ->> 'finished_at') IS NOT NULL AS finished,
@@ -211,11 +211,11 @@ SELECT count(*) AS grabbed FROM jobq.jq_grab(ARRAY['life_expiring'], '1 hour', 1
 -- an expired job first in line does not use up max_jobs
 SELECT jobq.jq_enqueue('life_expiring2', priority => -1, expires_at => now() + interval '1 hour') AS id \gset
 SELECT jobq.jq_enqueue('life_expiring2') AS id_ok \gset
-UPDATE jobq.jobs SET expires_at = now() - interval '1 second' WHERE id = :id;
+UPDATE jobq.live_jobs SET expires_at = now() - interval '1 second' WHERE id = :id;
 SELECT id = :id_ok AS got_the_live_one FROM jobq.jq_grab(ARRAY['life_expiring2'], '1 hour', 1);
 SELECT jobq.jq_details(:id) ->> 'state' AS state;
--- (cancelled as an operator would, with plain SQL)
-UPDATE jobq.jobs SET state = 'cancelled', lease_token = NULL, locked_until = NULL WHERE id = :id_ok;
+-- (removed as an operator would, with plain SQL)
+DELETE FROM jobq.live_jobs WHERE id = :id_ok;
 
 -- ---------------------------------------------------------------------------
 -- lease expiry: the old token is dead at once, the job is grabbed again

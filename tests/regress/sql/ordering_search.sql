@@ -3,7 +3,7 @@
 -- job_types and queues filters; max_jobs; unique_key; jq_enqueue_many order.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- ---------------------------------------------------------------------------
 -- order: priority, then run_at, then id
@@ -51,7 +51,7 @@ FROM jobq.jq_grab(ARRAY['ord2'], '1 hour', 10) WITH ORDINALITY AS g
 ORDER BY g.ordinality;
 
 -- a job becomes grabbable once its run_at has passed
-UPDATE jobq.jobs SET run_at = now() - interval '1 second' WHERE args ->> 'n' = 'future';
+UPDATE jobq.live_jobs SET run_at = now() - interval '1 second' WHERE args ->> 'n' = 'future';
 SELECT args ->> 'n' AS n FROM jobq.jq_grab(ARRAY['ord'], '1 hour', 10);
 
 -- ---------------------------------------------------------------------------
@@ -104,7 +104,7 @@ SELECT args -> 'n' AS n, state FROM jobq.jobs WHERE job_type = 'srch' ORDER BY i
 -- ---------------------------------------------------------------------------
 -- job_types and queues filters (NULL means any)
 -- ---------------------------------------------------------------------------
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 SELECT count(*) AS enqueued
 FROM jobq.jq_enqueue_many('[
     {"job_type": "t1", "args": {"n": "t1/default"}},
@@ -146,7 +146,7 @@ ROLLBACK;
 -- ---------------------------------------------------------------------------
 -- max_jobs limits the batch (NULL means 1)
 -- ---------------------------------------------------------------------------
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 SELECT count(*) AS enqueued
 FROM jobq.jq_enqueue_many((SELECT jsonb_agg(jsonb_build_object('job_type', 'batch'))
                            FROM generate_series(1, 6)));
@@ -159,7 +159,7 @@ SELECT state, count(*) FROM jobq.jobs GROUP BY state;
 -- ---------------------------------------------------------------------------
 -- unique_key: one live job per (job_type, unique_key)
 -- ---------------------------------------------------------------------------
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 SELECT jobq.jq_enqueue('uniq', '{"v": 1}', unique_key => 'k') AS first \gset
 SELECT jobq.jq_enqueue('uniq', '{"v": 2}', unique_key => 'k') = :first AS same_while_waiting;
 SELECT array_agg(id = :first ORDER BY ord) AS same_in_batch
@@ -190,7 +190,7 @@ GROUP BY unique_key, state ORDER BY unique_key, state;
 -- ---------------------------------------------------------------------------
 -- jq_enqueue_many returns ids in input order
 -- ---------------------------------------------------------------------------
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 -- job types in an order unrelated to their names
 SELECT jsonb_agg(jsonb_build_object('job_type', 'order_' || (n * 37) % 101) ORDER BY n) AS many
 FROM generate_series(1, 100) AS n \gset

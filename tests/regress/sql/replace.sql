@@ -2,7 +2,7 @@
 -- jobs (any types) exist; if anything is wrong, nothing changes (SPEC 2, 3).
 \set SHOW_CONTEXT never
 \set VERBOSITY default
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- ---------------------------------------------------------------------------
 -- zero new jobs

@@ -4,7 +4,7 @@
 -- nobody but the owner, and every function has a pinned search_path.
 \set SHOW_CONTEXT never
 \set VERBOSITY default
-DELETE FROM jobq.jobs;
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- Roles are cluster-wide: drop leftovers of an interrupted run first.
 SET client_min_messages = warning;
@@ -55,8 +55,25 @@ SELECT c.relname, r.rolname,
 FROM pg_class c
 CROSS JOIN (VALUES ('regress_jobq_none'), ('regress_jobq_producer'), ('regress_jobq_worker'),
                    ('regress_jobq_admin')) AS r(rolname)
-WHERE c.relnamespace = 'jobq'::regnamespace AND c.relkind IN ('r', 'S')
+WHERE c.relnamespace = 'jobq'::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v')
+  AND NOT c.relispartition
 ORDER BY c.relname, r.rolname;
+-- the history's partitions (one per day, made by maintenance) carry the
+-- privileges of job_history itself
+SELECT count(*) >= 4 AS has_partitions,
+       bool_and((SELECT array_agg(a::text ORDER BY a::text) FROM unnest(c.relacl) a)
+                = (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(p.relacl) a)) AS same_privileges
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class p ON p.oid = i.inhparent
+WHERE i.inhparent = 'jobq.job_history'::regclass;
+SELECT jobq._create_history_partitions(now() + interval '10 days', now() + interval '10 days') AS created;
+SELECT bool_and((SELECT array_agg(a::text ORDER BY a::text) FROM unnest(c.relacl) a)
+                = (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(p.relacl) a)) AS same_privileges
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class p ON p.oid = i.inhparent
+WHERE i.inhparent = 'jobq.job_history'::regclass;
 
 SELECT r.rolname, has_schema_privilege(r.rolname, 'jobq', 'USAGE') AS usage,
        has_schema_privilege(r.rolname, 'jobq', 'CREATE') AS "create"
@@ -208,9 +225,9 @@ SELECT jobq.jq_enqueue('roles_a') AS aid \gset
 SELECT jobq.jq_details(:aid) -> 'max_attempts' AS max_attempts;
 DELETE FROM jobq.job_types WHERE job_type = 'roles_a';
 -- but the jobs themselves change only through the API
-UPDATE jobq.jobs SET priority = 1 WHERE id = :aid;
+UPDATE jobq.live_jobs SET priority = 1 WHERE id = :aid;
 \echo :SQLSTATE
-DELETE FROM jobq.jobs WHERE id = :aid;
+DELETE FROM jobq.live_jobs WHERE id = :aid;
 \echo :SQLSTATE
 -- and the internal functions are not callable
 SELECT jobq._raise('JQ010', 'from outside');
