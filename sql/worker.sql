@@ -281,15 +281,16 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    WITH done AS (
+    WITH done AS MATERIALIZED (
         SELECT f.ord FROM jobq._finish_running(jq_complete_many.ids, jq_complete_many.lease_tokens,
                                                jq_complete_many.results, v_now) AS f
     )
     SELECT u.id,
-           CASE WHEN EXISTS (SELECT 1 FROM done WHERE done.ord = u.ord) THEN 'completed'
+           CASE WHEN done.ord IS NOT NULL THEN 'completed'
                 WHEN EXISTS (SELECT 1 FROM jobq.jobs j WHERE j.id = u.id) THEN 'lease_lost'
                 ELSE 'not_found' END
     FROM unnest(jq_complete_many.ids) WITH ORDINALITY AS u(id, ord)
+    LEFT JOIN done ON done.ord = u.ord
     ORDER BY u.ord;
 END;
 $$;

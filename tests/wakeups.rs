@@ -230,3 +230,59 @@ async fn without_a_worker_the_producer_notifies_itself_and_the_next_grab_restart
     assert_ne!(restarted, worker_pid);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn the_wakeup_worker_reports_its_activity_and_statistics() {
+    let db = TestDb::new("wakeup_stats").await;
+    let client = db.client().await;
+    let worker_pid = wakeup_worker_pid(&client).await;
+    // Only the worker's maintenance deletes from event_batches: an event row
+    // past its retention, pruned by the background run.
+    client
+        .batch_execute(
+            "SELECT jobq.jq_enqueue('stats'); \
+             UPDATE jobq.event_batches SET at = now() - interval '40 days'; \
+             UPDATE jobq.maintenance SET every = '1 second', last_run_at = NULL",
+        )
+        .await
+        .expect("setup");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // A fresh statistics snapshot each time round.
+        client
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .expect("clear snapshot");
+        let deleted = count(
+            &client,
+            "SELECT n_tup_del FROM pg_stat_user_tables \
+             WHERE relid = 'jobq.event_batches'::regclass",
+        )
+        .await;
+        if deleted >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker's deletes never reached pg_stat_user_tables (gone: {})",
+            count(&client, "SELECT count(*) FROM jobq.event_batches").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // pg_stat_activity shows what it last ran.
+    let row = client
+        .query_one(
+            "SELECT backend_type, datname::text, query FROM pg_stat_activity WHERE pid = $1",
+            &[&worker_pid],
+        )
+        .await
+        .expect("the worker is in pg_stat_activity");
+    assert_eq!(row.get::<_, String>(0), "jobq wakeup worker");
+    assert_eq!(row.get::<_, String>(1), db.name);
+    assert!(
+        row.get::<_, String>(2).contains("_wakeup_tick"),
+        "query: {}",
+        row.get::<_, String>(2)
+    );
+    db.drop_db().await;
+}

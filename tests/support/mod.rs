@@ -12,7 +12,7 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Notification};
 pub struct TestDb {
     pub config: Config,
     admin: Config,
-    name: String,
+    pub name: String,
 }
 
 fn server_config() -> Config {

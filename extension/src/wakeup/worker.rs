@@ -16,10 +16,16 @@ use std::time::{Duration, Instant};
 
 /// How long a new worker waits for CREATE EXTENSION to commit.
 const EXTENSION_WAIT: Duration = Duration::from_secs(10);
-/// Floor between ticks during a stream of commits: each tick then sends what
-/// arrived in the last few milliseconds in one transaction, so a busy worker
-/// runs a few hundred small transactions a second, not one per commit.
-const MIN_TICK_INTERVAL: Duration = Duration::from_millis(5);
+/// Floor between ticks that send wake-ups: a wake-up goes out at once after a
+/// quiet spell, and within this much of the last tick during a stream of
+/// enqueues, so a busy worker runs at most a thousand small transactions a
+/// second, not one per commit.
+const MIN_WAKEUP_INTERVAL: Duration = Duration::from_millis(1);
+/// Floor between ticks caused only by "new events" signals. Every grab and
+/// completion writes events, so under load they arrive with nearly every
+/// commit; they ride along with the next wake-up tick, or go out on their own
+/// at most this often, and never make a wake-up wait.
+const MIN_EVENTS_INTERVAL: Duration = Duration::from_millis(10);
 /// Floor between scans for due jobs that producers asked for; the regular
 /// scans follow the next known due time, at most a second apart.
 const MIN_RESCAN_INTERVAL: Duration = Duration::from_millis(20);
@@ -119,36 +125,51 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
     let now = Instant::now();
     let mut next_scan = now;
     let mut last_scan = now - MIN_RESCAN_INTERVAL;
-    let mut last_tick = now - MIN_TICK_INTERVAL;
-    let mut last_gap = MIN_TICK_INTERVAL;
+    let mut last_tick = now - MIN_EVENTS_INTERVAL;
     let mut rescan_requested = false;
+    // A "new events" signal taken from the board but not sent yet.
+    let mut events_held = false;
     let mut sleep = Duration::ZERO;
     while BackgroundWorker::wait_latch(Some(sleep)) {
-        // In a stream of commits (the last two ticks came close together),
-        // let what arrives in the next few milliseconds share one
-        // transaction; a signal after a quiet spell goes out at once.
-        let since_tick = last_tick.elapsed();
-        if last_gap < MIN_TICK_INTERVAL && since_tick < MIN_TICK_INTERVAL {
-            std::thread::sleep(MIN_TICK_INTERVAL - since_tick);
+        let (mut signals, mut overflowed) = board::take(database.to_u32());
+        let mut wakeups = signals.iter().any(|(c, _)| *c == Channel::Wakeup);
+        if wakeups || overflowed {
+            // During a stream of enqueues, let what arrives within the floor
+            // share this tick.
+            let since_tick = last_tick.elapsed();
+            if since_tick < MIN_WAKEUP_INTERVAL {
+                std::thread::sleep(MIN_WAKEUP_INTERVAL - since_tick);
+                let (more, more_overflowed) = board::take(database.to_u32());
+                signals.extend(more);
+                overflowed |= more_overflowed;
+            }
         }
-        let (mut signals, overflowed) = board::take(database.to_u32());
-        let rescans_before = signals.len();
-        signals.retain(|(channel, _)| *channel != Channel::Rescan);
-        rescan_requested |= signals.len() != rescans_before;
+        rescan_requested |= signals.iter().any(|(c, _)| *c == Channel::Rescan);
+        events_held |= signals.iter().any(|(c, _)| *c == Channel::Events);
+        signals.retain(|(channel, _)| *channel == Channel::Wakeup);
+        wakeups = !signals.is_empty();
 
         let now = Instant::now();
+        let events_due = events_held && now >= last_tick + MIN_EVENTS_INTERVAL;
         let scan = now >= next_scan || (rescan_requested && now >= last_scan + MIN_RESCAN_INTERVAL);
-        if signals.is_empty() && !overflowed && !scan {
+        if !wakeups && !overflowed && !events_due && !scan {
             sleep = wait_until(
                 now,
                 next_scan,
                 rescan_requested.then_some(last_scan + MIN_RESCAN_INTERVAL),
+                events_held.then_some(last_tick + MIN_EVENTS_INTERVAL),
             );
             continue;
+        }
+        // Held events ride along with any tick.
+        if events_held {
+            signals.push((Channel::Events, String::new()));
+            events_held = false;
         }
         let channels: Vec<&str> = signals.iter().map(|(c, _)| c.name()).collect();
         let payloads: Vec<&str> = signals.iter().map(|(_, p)| p.as_str()).collect();
         let since = scanned_until;
+        report_activity(true);
         let tick = BackgroundWorker::transaction(move || {
             Spi::get_two_with_args::<TimestampWithTimeZone, i32>(
                 "SELECT scanned_until, sleep_ms FROM jobq._wakeup_tick($1, $2, $3, $4, $5)",
@@ -164,7 +185,7 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
                 ],
             )
         });
-        last_gap = last_tick.elapsed();
+        report_activity(false);
         last_tick = Instant::now();
         match tick {
             Ok((until, sleep_ms)) => {
@@ -187,13 +208,44 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
             Instant::now(),
             next_scan,
             rescan_requested.then_some(last_scan + MIN_RESCAN_INTERVAL),
+            None,
         );
     }
 }
 
-/// How long to sleep before the next scan (or the earliest allowed rescan).
-fn wait_until(now: Instant, next_scan: Instant, rescan_at: Option<Instant>) -> Duration {
-    let target = rescan_at.map_or(next_scan, |at| at.min(next_scan));
+/// Tells pg_stat_activity what the worker does, and flushes its statistics
+/// (commits, and the tuples its maintenance deletes) to the cumulative
+/// statistics after each tick, as contrib's worker_spi does: without it they
+/// would never reach pg_stat_database, pg_stat_user_tables or autovacuum.
+fn report_activity(running: bool) {
+    // SAFETY: plain calls into the statistics subsystem of this backend, made
+    // outside any transaction (before and after a tick); the query text is a
+    // static NUL-terminated string.
+    unsafe {
+        if running {
+            pg_sys::pgstat_report_activity(
+                pg_sys::BackendState::STATE_RUNNING,
+                c"SELECT jobq._wakeup_tick(...)".as_ptr(),
+            );
+        } else {
+            pg_sys::pgstat_report_stat(false);
+            pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null());
+        }
+    }
+}
+
+/// How long to sleep before the next scan (or the earliest allowed rescan, or
+/// the time held events may go out).
+fn wait_until(
+    now: Instant,
+    next_scan: Instant,
+    rescan_at: Option<Instant>,
+    events_at: Option<Instant>,
+) -> Duration {
+    let target = [rescan_at, events_at]
+        .into_iter()
+        .flatten()
+        .fold(next_scan, Instant::min);
     target
         .saturating_duration_since(now)
         .max(Duration::from_millis(1))
