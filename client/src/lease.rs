@@ -1,6 +1,11 @@
 //! The lease-level worker calls: grab jobs, then finish each one under the
 //! lease token its grab returned. The worker runtime is built on these; they
 //! are public for workers in other shapes.
+//!
+//! Each call is one round trip: the parameter types are given with the
+//! statement (`query_typed`), so nothing is prepared first and no prepared
+//! statement is left to close. Calls issued concurrently on one client are
+//! pipelined by tokio-postgres, each still its own transaction.
 
 use crate::job::NewJob;
 use crate::producer::{delays_ms, jobs_json, JOBS_JSON_SQL};
@@ -8,6 +13,7 @@ use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::time::Duration;
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -90,15 +96,15 @@ impl Default for GrabRequest {
 /// Leases up to `max_jobs` due jobs, highest priority first.
 pub async fn grab<C: GenericClient>(client: &C, request: &GrabRequest) -> Result<Vec<LeasedJob>> {
     let rows = client
-        .query(
-            "SELECT * FROM jobq.jq_grab($1, make_interval(secs => $2::float8), $3, $4, $5, $6)",
+        .query_typed(
+            "SELECT * FROM jobq.jq_grab($1, make_interval(secs => $2), $3, $4, $5, $6)",
             &[
-                &request.job_types,
-                &request.lease.as_secs_f64(),
-                &request.max_jobs,
-                &request.worker,
-                &request.search,
-                &request.queues,
+                (&request.job_types, Type::TEXT_ARRAY),
+                (&request.lease.as_secs_f64(), Type::FLOAT8),
+                (&request.max_jobs, Type::INT4),
+                (&request.worker, Type::TEXT),
+                (&request.search, Type::JSONB),
+                (&request.queues, Type::TEXT_ARRAY),
             ],
         )
         .await?;
@@ -112,9 +118,13 @@ pub async fn complete<C: GenericClient>(
     result: Option<&Value>,
 ) -> Result<()> {
     client
-        .execute(
+        .query_typed(
             "SELECT jobq.jq_complete($1, $2, $3)",
-            &[&lease.job_id, &lease.token, &result],
+            &[
+                (&lease.job_id, Type::INT8),
+                (&lease.token, Type::UUID),
+                (&result, Type::JSONB),
+            ],
         )
         .await?;
     Ok(())
@@ -138,9 +148,13 @@ pub async fn complete_many<C: GenericClient>(
     let tokens: Vec<Uuid> = jobs.iter().map(|(lease, _)| lease.token).collect();
     let results: Vec<Option<Value>> = jobs.iter().map(|(_, result)| result.clone()).collect();
     let rows = client
-        .query(
+        .query_typed(
             "SELECT id, outcome FROM jobq.jq_complete_many($1, $2, $3)",
-            &[&ids, &tokens, &results],
+            &[
+                (&ids, Type::INT8_ARRAY),
+                (&tokens, Type::UUID_ARRAY),
+                (&results, Type::JSONB_ARRAY),
+            ],
         )
         .await?;
     rows.iter()
@@ -181,9 +195,14 @@ pub async fn temp_fail<C: GenericClient>(
 ) -> Result<TempFailOutcome> {
     let retry_secs = retry_in.map(|d| d.as_secs_f64());
     let row = client
-        .query_one(
-            "SELECT state, run_at FROM jobq.jq_temp_fail($1, $2, $3, make_interval(secs => $4::float8))",
-            &[&lease.job_id, &lease.token, &message, &retry_secs],
+        .query_typed_one(
+            "SELECT state, run_at FROM jobq.jq_temp_fail($1, $2, $3, make_interval(secs => $4))",
+            &[
+                (&lease.job_id, Type::INT8),
+                (&lease.token, Type::UUID),
+                (&message, Type::TEXT),
+                (&retry_secs, Type::FLOAT8),
+            ],
         )
         .await?;
     let state: &str = row.try_get("state")?;
@@ -197,9 +216,13 @@ pub async fn temp_fail<C: GenericClient>(
 /// Fails the job for good.
 pub async fn perm_fail<C: GenericClient>(client: &C, lease: Lease, message: &str) -> Result<()> {
     client
-        .execute(
+        .query_typed(
             "SELECT jobq.jq_perm_fail($1, $2, $3)",
-            &[&lease.job_id, &lease.token, &message],
+            &[
+                (&lease.job_id, Type::INT8),
+                (&lease.token, Type::UUID),
+                (&message, Type::TEXT),
+            ],
         )
         .await?;
     Ok(())
@@ -213,13 +236,13 @@ pub async fn replace<C: GenericClient>(
 ) -> Result<Vec<i64>> {
     let sql = format!("SELECT jobq.jq_replace($3, $4, {JOBS_JSON_SQL})");
     let row = client
-        .query_one(
+        .query_typed_one(
             &sql,
             &[
-                &jobs_json(new_jobs),
-                &delays_ms(new_jobs),
-                &lease.job_id,
-                &lease.token,
+                (&jobs_json(new_jobs), Type::JSONB),
+                (&delays_ms(new_jobs), Type::FLOAT8_ARRAY),
+                (&lease.job_id, Type::INT8),
+                (&lease.token, Type::UUID),
             ],
         )
         .await?;
@@ -233,9 +256,13 @@ pub async fn extend<C: GenericClient>(
     duration: Duration,
 ) -> Result<DateTime<Utc>> {
     let row = client
-        .query_one(
-            "SELECT jobq.jq_extend($1, $2, make_interval(secs => $3::float8))",
-            &[&lease.job_id, &lease.token, &duration.as_secs_f64()],
+        .query_typed_one(
+            "SELECT jobq.jq_extend($1, $2, make_interval(secs => $3))",
+            &[
+                (&lease.job_id, Type::INT8),
+                (&lease.token, Type::UUID),
+                (&duration.as_secs_f64(), Type::FLOAT8),
+            ],
         )
         .await?;
     Ok(row.try_get(0)?)
@@ -244,7 +271,7 @@ pub async fn extend<C: GenericClient>(
 /// Everything known about a job (never its lease token).
 pub async fn details<C: GenericClient>(client: &C, job_id: i64) -> Result<Value> {
     let row = client
-        .query_one("SELECT jobq.jq_details($1)", &[&job_id])
+        .query_typed_one("SELECT jobq.jq_details($1)", &[(&job_id, Type::INT8)])
         .await?;
     Ok(row.try_get(0)?)
 }

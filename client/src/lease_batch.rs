@@ -6,6 +6,7 @@ use crate::lease::Lease;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -50,10 +51,14 @@ pub async fn extend_many<C: GenericClient>(
 ) -> Result<Vec<(i64, ExtendOutcome)>> {
     let (ids, tokens) = ids_and_tokens(leases);
     let rows = client
-        .query(
+        .query_typed(
             "SELECT id, locked_until, outcome \
-             FROM jobq.jq_extend_many($1, $2, make_interval(secs => $3::float8))",
-            &[&ids, &tokens, &duration.as_secs_f64()],
+             FROM jobq.jq_extend_many($1, $2, make_interval(secs => $3))",
+            &[
+                (&ids, Type::INT8_ARRAY),
+                (&tokens, Type::UUID_ARRAY),
+                (&duration.as_secs_f64(), Type::FLOAT8),
+            ],
         )
         .await?;
     rows.iter().map(extend_outcome).collect()
@@ -75,9 +80,9 @@ fn extend_outcome(row: &Row) -> Result<(i64, ExtendOutcome)> {
 /// [`Error::LeaseLost`].
 pub async fn release<C: GenericClient>(client: &C, lease: Lease) -> Result<()> {
     client
-        .execute(
+        .query_typed(
             "SELECT jobq.jq_release($1, $2)",
-            &[&lease.job_id, &lease.token],
+            &[(&lease.job_id, Type::INT8), (&lease.token, Type::UUID)],
         )
         .await?;
     Ok(())
@@ -91,9 +96,9 @@ pub async fn release_many<C: GenericClient>(
 ) -> Result<Vec<(i64, ReleaseOutcome)>> {
     let (ids, tokens) = ids_and_tokens(leases);
     let rows = client
-        .query(
+        .query_typed(
             "SELECT id, outcome FROM jobq.jq_release_many($1, $2)",
-            &[&ids, &tokens],
+            &[(&ids, Type::INT8_ARRAY), (&tokens, Type::UUID_ARRAY)],
         )
         .await?;
     rows.iter()

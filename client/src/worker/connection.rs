@@ -6,6 +6,7 @@ use crate::{Error, Result};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{poll_fn, StreamExt};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -106,12 +107,27 @@ impl Backoff {
 }
 
 /// One role's connection, opened on first use and again after it broke.
+///
+/// Calls made concurrently on it are pipelined (tokio-postgres sends each
+/// as soon as it is issued; the server runs them one after the other, each
+/// in its own transaction). [`Link::busy`] lets the callers that care count
+/// what they have queued on it.
 pub(crate) struct Link {
     connect: Connect,
     role: &'static str,
     current: Mutex<Option<Arc<Client>>>,
     reconnect_min: Duration,
     reconnect_max: Duration,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Counts one statement as queued on a [`Link`] until dropped.
+pub(crate) struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Link {
@@ -127,7 +143,19 @@ impl Link {
             current: Mutex::new(None),
             reconnect_min,
             reconnect_max,
+            queued: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Counts a statement about to be sent until the guard is dropped.
+    pub fn busy(&self) -> Busy {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        Busy(Arc::clone(&self.queued))
+    }
+
+    /// Statements counted by [`Link::busy`] now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
     }
 
     /// The open connection, or a new one (one attempt).

@@ -19,9 +19,13 @@
 //! ```
 //!
 //! Inside, one task grabs (in batches, up to `concurrency + prefetch` jobs
-//! held), one records outcomes (completions batched into one statement), one
-//! extends the leases of held jobs, and one LISTENs for wake-ups; each has
-//! its own connection and reconnects after losing it.
+//! held, the next batch already on its way while handlers run) on the grab
+//! connection; one records outcomes (completions batched into one
+//! statement) on the complete connection, and on the grab connection too
+//! when that has less queued; one extends the leases of held jobs on the
+//! complete connection; and one LISTENs for wake-ups on a third. Calls on a
+//! connection are pipelined rather than waiting for each other, and each
+//! connection reconnects after it was lost.
 
 mod builder;
 mod completer;
@@ -129,14 +133,15 @@ impl Worker {
             ))
         });
         let heartbeat = tokio::spawn(heartbeat::run(
-            Arc::clone(&grab_link),
+            Arc::clone(&complete_link),
             leases.clone(),
             config.lease,
             background.clone(),
         ));
         let completer = tokio::spawn(
             Completer {
-                link: complete_link,
+                link: Arc::clone(&complete_link),
+                spare: Arc::clone(&grab_link),
                 leases: leases.clone(),
                 batch: config.complete_batch,
                 interval: config.complete_interval,

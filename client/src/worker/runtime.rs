@@ -1,11 +1,15 @@
 //! The dispatcher: grabs jobs in batches, runs up to `concurrency` handlers,
 //! hands their outcomes to the completer, and shuts down gracefully.
 //!
-//! One grab is in flight at a time, asking for whatever the worker can take
-//! (`concurrency + prefetch` minus what it holds), so under load grabs batch
-//! themselves. When idle it grabs only on a wake-up or a poll tick: a grab
-//! that came back short means nothing more is due, unless a wake-up arrived
-//! while it ran.
+//! Grabs ask for whatever the worker can take (`concurrency + prefetch`
+//! minus what it runs, has prefetched and has asked for already), so under
+//! load they batch themselves. A grab goes out once the prefetched jobs plus
+//! those still on their way are down to half the prefetch; up to two are in
+//! flight, pipelined on the grab connection, so the next batch is already
+//! being leased while handlers run the last one and the grab connection never
+//! idles for a round trip. A grab that came back full is followed at once;
+//! one that came back short means nothing more is due, and the next waits
+//! for a wake-up or a poll tick, unless a wake-up arrived while it ran.
 
 use super::config::{WorkerConfig, MAX_GRAB};
 use super::connection::{Backoff, Link};
@@ -29,6 +33,10 @@ use tracing::Instrument;
 /// connection before the worker gives up on them.
 const FLUSH_TIME: Duration = Duration::from_secs(10);
 
+/// Grabs in flight at once. Two keep the grab connection busy (the next one
+/// is queued behind the one executing) without splitting the batches further.
+const GRABS_IN_FLIGHT: usize = 2;
+
 pub(crate) type Handlers = HashMap<String, Arc<dyn Handler>>;
 
 struct Prefetched {
@@ -39,6 +47,16 @@ struct Prefetched {
 struct Running {
     lease: Lease,
     lost: CancellationToken,
+}
+
+/// A grab sent and not yet answered.
+struct InFlight {
+    task: JoinHandle<Result<Vec<LeasedJob>>>,
+    /// The wake-up count when it was sent, and how many jobs it asked for.
+    seq: u64,
+    asked: usize,
+    /// Its leases start later, when the database runs it.
+    sent: std::time::Instant,
 }
 
 pub(crate) struct Dispatcher {
@@ -59,10 +77,10 @@ struct State {
     prefetched: VecDeque<Prefetched>,
     running: HashMap<tokio::task::Id, Running>,
     tasks: JoinSet<Result<Outcome, BoxError>>,
-    grab: Option<JoinHandle<Result<Vec<LeasedJob>>>>,
-    /// The wake-up count when the grab in flight was sent, and what it asked for.
-    grab_seq: u64,
-    grab_asked: usize,
+    /// Oldest first; on one connection they are answered in that order.
+    grabs: VecDeque<InFlight>,
+    /// Jobs the grabs in flight asked for, together.
+    asked: usize,
     /// Whether a grab may find something.
     maybe_due: bool,
     /// After a failed grab, not before this.
@@ -76,9 +94,8 @@ impl Dispatcher {
             prefetched: VecDeque::new(),
             running: HashMap::new(),
             tasks: JoinSet::new(),
-            grab: None,
-            grab_seq: 0,
-            grab_asked: 0,
+            grabs: VecDeque::new(),
+            asked: 0,
             maybe_due: true,
             grab_after: None,
             grab_backoff: Backoff::new(self.config.reconnect_min, self.config.reconnect_max),
@@ -92,8 +109,7 @@ impl Dispatcher {
             tokio::select! {
                 () = &mut stop => break,
                 Some(joined) = state.tasks.join_next_with_id() => self.finished(&mut state, joined).await,
-                grabbed = wait_for(&mut state.grab) => {
-                    state.grab = None;
+                grabbed = oldest_grab(&mut state.grabs) => {
                     self.grabbed(&mut state, grabbed);
                 }
                 () = self.wakeups.notified() => state.maybe_due = true,
@@ -133,15 +149,18 @@ impl Dispatcher {
     }
 
     fn start_grab(&self, state: &mut State) {
-        let held = state.running.len() + state.prefetched.len();
+        // What the grabs in flight asked for counts as held: together with
+        // what runs and what is prefetched it never exceeds the capacity.
+        let held = state.running.len() + state.prefetched.len() + state.asked;
         let capacity = self.config.capacity();
-        if state.grab.is_some()
+        if state.grabs.len() >= GRABS_IN_FLIGHT
             || !state.maybe_due
             || state.grab_after.is_some()
             || self.shutdown.is_cancelled()
             || held >= capacity
-            // Top the prefetch up once it is half used, not job by job.
-            || state.prefetched.len() > self.config.prefetch / 2
+            // Top the prefetch up once it is half used, not job by job; jobs
+            // on their way count as prefetched already.
+            || state.prefetched.len() + state.asked > self.config.prefetch / 2
         {
             return;
         }
@@ -149,43 +168,64 @@ impl Dispatcher {
         let mut request = self.request.clone();
         request.max_jobs = i32::try_from(asked).unwrap_or(1);
         let link = Arc::clone(&self.link);
-        state.grab_seq = self.wakeups.seq();
-        state.grab_asked = asked;
-        state.grab = Some(tokio::spawn(async move {
-            link.once(|client| async move { grab(&*client, &request).await })
-                .await
-        }));
+        let busy = link.busy();
+        let task = tokio::spawn(async move {
+            let grabbed = link
+                .once(|client| async move { grab(&*client, &request).await })
+                .await;
+            drop(busy);
+            grabbed
+        });
+        state.asked += asked;
+        state.grabs.push_back(InFlight {
+            task,
+            seq: self.wakeups.seq(),
+            asked,
+            sent: std::time::Instant::now(),
+        });
     }
 
+    /// Takes the answer to the oldest grab in flight.
     fn grabbed(
         &self,
         state: &mut State,
         grabbed: std::result::Result<Result<Vec<LeasedJob>>, JoinError>,
     ) {
+        let Some(sent) = state.grabs.pop_front() else {
+            return;
+        };
+        state.asked -= sent.asked;
         let jobs = match grabbed {
             Ok(Ok(jobs)) => jobs,
             Ok(Err(error)) => {
-                let delay = state.grab_backoff.next_delay();
-                tracing::warn!(%error, ?delay, "grab failed");
-                state.grab_after = Some(Instant::now() + delay);
+                // The other grab in flight, if any, most likely failed the
+                // same way: one backoff for both.
+                if state.grab_after.is_none() {
+                    let delay = state.grab_backoff.next_delay();
+                    tracing::warn!(%error, ?delay, "grab failed");
+                    state.grab_after = Some(Instant::now() + delay);
+                }
                 state.maybe_due = true;
                 return;
             }
             Err(error) => {
                 tracing::error!(%error, "grab task failed");
-                state.grab_after = Some(Instant::now() + state.grab_backoff.next_delay());
+                if state.grab_after.is_none() {
+                    state.grab_after = Some(Instant::now() + state.grab_backoff.next_delay());
+                }
+                state.maybe_due = true;
                 return;
             }
         };
         state.grab_backoff.reset();
-        if jobs.len() < state.grab_asked {
-            state.maybe_due = self.wakeups.seq() != state.grab_seq;
-        }
-        // Counted from when the grab came back; the lease started earlier,
-        // by at most a round trip, which lease / 6 of slack covers.
-        let now = std::time::Instant::now();
+        // Full: more may be due, grab again as soon as there is room. Short:
+        // nothing more was due when it ran, unless a wake-up came since it
+        // was sent.
+        state.maybe_due = jobs.len() >= sent.asked || self.wakeups.seq() != sent.seq;
+        // Counted from when the grab was sent, before the lease started
+        // (however long it waited behind the grab ahead of it).
         for job in jobs {
-            let lost = self.leases.hold(&job, now);
+            let lost = self.leases.hold(&job, sent.sent);
             state.prefetched.push_back(Prefetched { job, lost });
         }
     }
@@ -246,10 +286,10 @@ impl Dispatcher {
             prefetched = state.prefetched.len(),
             "shutting down"
         );
-        // A grab in flight may have leased jobs already; wait for them so
+        // Grabs in flight may have leased jobs already; wait for them so
         // they can be handed back too.
-        if let Some(grab) = state.grab.take() {
-            let grabbed = grab.await;
+        while !state.grabs.is_empty() {
+            let grabbed = oldest_grab(&mut state.grabs).await;
             self.grabbed(&mut state, grabbed);
         }
         self.release(std::mem::take(&mut state.prefetched)).await;
@@ -308,9 +348,13 @@ impl Dispatcher {
     }
 }
 
-async fn wait_for<T>(task: &mut Option<JoinHandle<T>>) -> std::result::Result<T, JoinError> {
-    match task {
-        Some(task) => task.await,
+/// The answer to the oldest grab in flight (which stays in the queue for
+/// [`Dispatcher::grabbed`] to take); pending while none is.
+async fn oldest_grab(
+    grabs: &mut VecDeque<InFlight>,
+) -> std::result::Result<Result<Vec<LeasedJob>>, JoinError> {
+    match grabs.front_mut() {
+        Some(sent) => (&mut sent.task).await,
         None => std::future::pending().await,
     }
 }
