@@ -2,7 +2,7 @@
 //! worker sends them after commit) and direct (each producer NOTIFYs in its
 //! own transaction, the fallback without shared_preload_libraries).
 
-use crate::db::connect;
+use crate::db::{connect, truncate_jobq};
 use crate::BenchResult;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -121,17 +121,25 @@ pub async fn bench_enqueue(url: &str) -> BenchResult<()> {
         for _ in 0..ROUNDS {
             for (mode, rates) in MODES.iter().zip(samples.iter_mut()) {
                 set_mode(&admin, mode, &original_announce).await?;
-                admin.batch_execute("TRUNCATE jobq.jobs").await?;
+                truncate_jobq(&admin).await?;
                 rates.push(enqueue_rate(url, producers, RUN).await?);
             }
         }
+        // Each round's deferred/off, in the order run: the target is about
+        // every one of three consecutive runs, not their median.
+        let per_round: Vec<String> = samples[0]
+            .iter()
+            .zip(&samples[1])
+            .map(|(off, deferred)| format!("{:.2}", deferred / off))
+            .collect();
         let rates: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
         println!(
-            "{producers:>10} {:>10.0}/s {:>10.0}/s {:>10.0}/s   deferred/off = {:.2}, direct/off = {:.2}",
+            "{producers:>10} {:>10.0}/s {:>10.0}/s {:>10.0}/s   deferred/off = {:.2} (rounds: {}), direct/off = {:.2}",
             rates[0],
             rates[1],
             rates[2],
             rates[1] / rates[0],
+            per_round.join(" "),
             rates[2] / rates[0]
         );
     }
