@@ -313,10 +313,16 @@ AS $$
                  WITH ORDINALITY AS u(id, token, result, ord)
         WHERE u.ord <= cardinality(p_ids)
     ), gone AS (
+        -- A job holds a lease token exactly while it is running (the table's
+        -- lease check), so the fence needs no state = 'running'. Leaving it
+        -- out keeps the planner from driving this join from the partial
+        -- lease index, whose statistics are often stale when a batch was
+        -- just grabbed: that plan rescans the input per running job, which
+        -- is quadratic in the batch size.
         DELETE FROM jobq.live_jobs j
         USING input
         WHERE j.id = input.id AND j.lease_token = input.token
-          AND j.state = 'running' AND j.locked_until > clock_timestamp()
+          AND j.locked_until > clock_timestamp()
         RETURNING j.*, input.result AS new_result, input.ord AS input_ord
     ), moved AS (
         INSERT INTO jobq.job_history (id, job_type, queue, state, priority, attempts, max_attempts,
@@ -595,11 +601,13 @@ BEGIN
         SELECT u.id, u.token, u.ord
         FROM unnest(jq_extend_many.ids, jq_extend_many.lease_tokens) WITH ORDINALITY AS u(id, token, ord)
     ), extended AS (
+        -- No state = 'running' in the fence, as in _finish_running: the
+        -- token implies it, and the join stays driven by the input.
         UPDATE jobq.live_jobs j
         SET locked_until = v_now + v_lease, event_xid = greatest(pg_current_xact_id(), j.event_xid)
         FROM input
         WHERE j.id = input.id AND j.lease_token = input.token
-          AND j.state = 'running' AND j.locked_until > clock_timestamp()
+          AND j.locked_until > clock_timestamp()
           AND j.cancel_requested_at IS NULL
         -- The input element that extended the job: when an id is given twice,
         -- only one element extends it and the other reports lease_lost.
@@ -662,7 +670,7 @@ BEGIN
               FROM unnest(jq_release_many.ids, jq_release_many.lease_tokens)
                        WITH ORDINALITY AS u(id, token, ord)
               JOIN jobq.live_jobs j ON j.id = u.id AND j.lease_token = u.token
-              WHERE j.state = 'running' AND j.locked_until > clock_timestamp()
+              WHERE j.locked_until > clock_timestamp()
               FOR NO KEY UPDATE OF j) l
         ORDER BY l.id, l.ord
     LOOP
