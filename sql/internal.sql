@@ -418,6 +418,14 @@ $$;
 -- attempt still ends as failed and never stays running. A job whose
 -- cancellation was requested ends cancelled instead: it must not run again.
 -- p_before (maintenance's grace) limits it to leases that ran out before then.
+--
+-- It works from jobq.lease_deadlines: it takes rows whose deadline passed
+-- (oldest first, as many as name p_limit jobs), ends the leases among their
+-- jobs that really ran out (most of the jobs have finished or were extended,
+-- and an extension has a row of its own), and drops the rows. A job it cannot
+-- lock (its worker is finishing it right now) goes into a new row, due for
+-- the next call, so no lease that ran out is ever forgotten. Returns how many
+-- leases it ended.
 CREATE FUNCTION jobq._reap_expired_leases(p_now timestamptz, p_limit integer,
                                           p_before timestamptz DEFAULT 'infinity')
 RETURNS integer
@@ -425,23 +433,50 @@ LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_cut constant timestamptz := least(p_now, p_before);
+    v_rows bigint;
+    v_ids bigint[];
     v_ended integer;
     v_dummy integer;
     v_count integer;
 BEGIN
     -- Most grabs find nothing: one probe of the (usually empty) expired range.
-    IF NOT EXISTS (SELECT 1 FROM jobq.live_jobs j
-                   WHERE j.state = 'running' AND j.locked_until <= least(p_now, p_before)) THEN
+    IF NOT EXISTS (SELECT 1 FROM jobq.lease_deadlines d WHERE d.deadline <= v_cut) THEN
         RETURN 0;
     END IF;
+    -- As many rows, oldest first, as hold p_limit jobs (at least one row).
+    SELECT count(*) INTO v_rows
+    FROM (SELECT sum(cardinality(d.job_ids)) OVER (ORDER BY d.deadline)
+                 - cardinality(d.job_ids) AS before
+          FROM jobq.lease_deadlines d
+          WHERE d.deadline <= v_cut
+          ORDER BY d.deadline
+          LIMIT p_limit) r
+    WHERE r.before < p_limit;
+    WITH due AS (
+        SELECT d.ctid FROM jobq.lease_deadlines d
+        WHERE d.deadline <= v_cut
+        ORDER BY d.deadline
+        LIMIT v_rows
+        FOR UPDATE SKIP LOCKED
+    ), taken AS (
+        DELETE FROM jobq.lease_deadlines d USING due WHERE d.ctid = due.ctid RETURNING d.job_ids
+    )
+    -- Only the leases that ran out: a plain read, no locks yet.
+    SELECT array_agg(j.id) INTO v_ids
+    FROM jobq.live_jobs j
+    WHERE j.id IN (SELECT u.id FROM taken, unnest(taken.job_ids) AS u(id))
+      AND j.state = 'running' AND j.locked_until <= v_cut;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+
     -- Jobs that end here (attempts used up, or cancellation requested) move
     -- to the history; the others wait again.
     WITH expired AS (
         SELECT j.id FROM jobq.live_jobs j
-        WHERE j.state = 'running' AND j.locked_until <= least(p_now, p_before)
+        WHERE j.id = ANY (v_ids) AND j.state = 'running' AND j.locked_until <= v_cut
           AND (j.cancel_requested_at IS NOT NULL OR j.attempts >= j.max_attempts)
-        ORDER BY j.locked_until
-        LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), gone AS (
         DELETE FROM jobq.live_jobs j USING expired WHERE j.id = expired.id RETURNING j.*
@@ -475,10 +510,8 @@ BEGIN
 
     WITH expired AS (
         SELECT j.id FROM jobq.live_jobs j
-        WHERE j.state = 'running' AND j.locked_until <= least(p_now, p_before)
+        WHERE j.id = ANY (v_ids) AND j.state = 'running' AND j.locked_until <= v_cut
           AND j.cancel_requested_at IS NULL AND j.attempts < j.max_attempts
-        ORDER BY j.locked_until
-        LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), requeued AS (
         UPDATE jobq.live_jobs j
@@ -486,7 +519,7 @@ BEGIN
             failures = j.failures || jobq._failure(j.attempts, 'lease_expired',
                                                    'lease expired at ' || j.locked_until,
                                                    j.worker, p_now),
-            lease_token = NULL, locked_until = NULL,
+            lease_token = NULL, locked_until = NULL, running_type = NULL,
             event_xid = greatest(pg_current_xact_id(), j.event_xid)
         FROM expired
         WHERE j.id = expired.id
@@ -501,6 +534,16 @@ BEGIN
                       array_agg(r.event_xid ORDER BY r.id), array_agg(r.message ORDER BY r.id))
     INTO v_count, v_dummy
     FROM requeued r;
+
+    -- Those another transaction held: still running and run out as far as
+    -- this statement can see (the holder may yet roll back). They are due
+    -- again at once for any later call, but not for this one: a maintenance
+    -- run, which repeats while rows are due, must not go round in circles.
+    INSERT INTO jobq.lease_deadlines (deadline, job_ids)
+    SELECT p_now + interval '1 microsecond', array_agg(j.id)
+    FROM jobq.live_jobs j
+    WHERE j.id = ANY (v_ids) AND j.state = 'running' AND j.locked_until <= v_cut
+    HAVING count(*) > 0;
     RETURN v_count;
 END;
 $$;

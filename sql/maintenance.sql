@@ -59,8 +59,14 @@ BEGIN
                 END;
             END IF;
             v_counts[v_step] := v_counts[v_step] + v_n;
-            -- Event pruning counts events, which may exceed the batch of rows.
-            EXIT WHEN v_n < v_batch AND (v_step <> 4 OR v_n = 0);
+            -- Lease reaping counts ended leases, not the deadline rows it
+            -- works through; event pruning counts events, which may exceed
+            -- the batch of rows.
+            EXIT WHEN CASE v_step
+                WHEN 1 THEN NOT EXISTS (SELECT 1 FROM jobq.lease_deadlines d
+                                        WHERE d.deadline <= p_now - coalesce(p_grace, '0'))
+                WHEN 4 THEN v_n = 0
+                ELSE v_n < v_batch END;
         END LOOP;
     END LOOP;
     IF NOT v_behind THEN

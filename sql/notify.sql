@@ -65,8 +65,10 @@ BEGIN
           WHERE j.state = 'waiting' AND j.run_at > j.created_at
             AND j.run_at > v_from AND j.run_at <= p_now
           UNION
-          SELECT j.queue, j.job_type FROM jobq.live_jobs j
-          WHERE j.state = 'running' AND j.locked_until > v_from AND j.locked_until <= p_now) d;
+          SELECT j.queue, j.job_type
+          FROM jobq.lease_deadlines d, jobq.live_jobs j
+          WHERE d.deadline > v_from AND d.deadline <= p_now
+            AND j.id = ANY (d.job_ids) AND j.state = 'running' AND j.locked_until <= p_now) d;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
 END;
@@ -106,8 +108,7 @@ BEGIN
     v_next := least(
         (SELECT min(j.run_at) FROM jobq.live_jobs j
          WHERE j.state = 'waiting' AND j.run_at > j.created_at AND j.run_at > v_now),
-        (SELECT min(j.locked_until) FROM jobq.live_jobs j
-         WHERE j.state = 'running' AND j.locked_until > v_now));
+        (SELECT min(d.deadline) FROM jobq.lease_deadlines d WHERE d.deadline > v_now));
     -- greatest() skips NULLs, so "nothing is due" must be handled before it.
     RETURN QUERY SELECT v_now, CASE
         WHEN v_next IS NULL THEN 1000

@@ -116,7 +116,7 @@ BEGIN
         RETURN QUERY
         WITH picked AS (
             SELECT j.id FROM jobq.live_jobs j
-            WHERE j.state = 'waiting' AND j.run_at <= v_now
+            WHERE j.state = 'waiting' AND j.pending_parents = 0 AND j.run_at <= v_now
               AND (j.expires_at IS NULL OR j.expires_at > v_now)
               AND (jq_grab.job_types IS NULL OR j.job_type = ANY (jq_grab.job_types))
               AND (v_queues IS NULL OR j.queue = ANY (v_queues))
@@ -134,6 +134,9 @@ BEGIN
             FROM picked
             WHERE j.id = picked.id
             RETURNING j.*
+        ), deadline AS (
+            INSERT INTO jobq.lease_deadlines (deadline, job_ids)
+            SELECT v_now + v_lease, array_agg(l.id) FROM leased l HAVING count(*) > 0
         ), recorded AS (
             SELECT jobq._emit('grabbed', 'waiting', array_agg(l.id ORDER BY l.id),
                               array_fill('running'::text, ARRAY[count(*)::integer]),
@@ -162,9 +165,10 @@ BEGIN
         -- Keyed by the type's name ('jobq' in ASCII as the first key); a
         -- hash collision only makes two types share a lock.
         CONTINUE WHEN NOT pg_try_advisory_xact_lock(1785684593, hashtext(v_limited[i]));
-        -- The lease index holds exactly the running jobs.
+        -- Grabs of limited types mark their jobs with running_type, which
+        -- has an index of its own (unlimited types never set it).
         SELECT count(*) INTO v_running FROM jobq.live_jobs j
-        WHERE j.state = 'running' AND j.job_type = v_limited[i];
+        WHERE j.running_type = v_limited[i];
         IF v_running < v_limits[i] THEN
             v_open_types := v_open_types || v_limited[i];
             v_open_slots := v_open_slots || least(v_limits[i] - v_running, v_max_jobs);
@@ -177,7 +181,7 @@ BEGIN
         -- does not run at all.
         SELECT j.id, j.priority, j.run_at FROM jobq.live_jobs j
         WHERE v_unlimited
-          AND j.state = 'waiting' AND j.run_at <= v_now
+          AND j.state = 'waiting' AND j.pending_parents = 0 AND j.run_at <= v_now
           AND (j.expires_at IS NULL OR j.expires_at > v_now)
           AND (jq_grab.job_types IS NULL OR j.job_type = ANY (jq_grab.job_types))
           AND j.job_type <> ALL (v_limited)
@@ -193,7 +197,7 @@ BEGIN
         FROM unnest(v_open_types, v_open_slots) AS o(job_type, slots)
         CROSS JOIN LATERAL (
             SELECT j.id, j.priority, j.run_at FROM jobq.live_jobs j
-            WHERE j.state = 'waiting' AND j.run_at <= v_now
+            WHERE j.state = 'waiting' AND j.pending_parents = 0 AND j.run_at <= v_now
               AND (j.expires_at IS NULL OR j.expires_at > v_now)
               AND j.job_type = o.job_type
               AND (v_queues IS NULL OR j.queue = ANY (v_queues))
@@ -212,10 +216,14 @@ BEGIN
         SET state = 'running', attempts = j.attempts + 1,
             lease_token = gen_random_uuid(), locked_until = v_now + v_lease,
             worker = jq_grab.worker, started_at = coalesce(j.started_at, v_now),
-            attempted_at = v_now, event_xid = greatest(pg_current_xact_id(), j.event_xid)
+            attempted_at = v_now, event_xid = greatest(pg_current_xact_id(), j.event_xid),
+            running_type = CASE WHEN j.job_type = ANY (v_limited) THEN j.job_type END
         FROM picked
         WHERE j.id = picked.id
         RETURNING j.*
+    ), deadline AS (
+        INSERT INTO jobq.lease_deadlines (deadline, job_ids)
+        SELECT v_now + v_lease, array_agg(l.id) FROM leased l HAVING count(*) > 0
     ), recorded AS (
         SELECT jobq._emit('grabbed', 'waiting', array_agg(l.id ORDER BY l.id),
                           array_fill('running'::text, ARRAY[count(*)::integer]),
@@ -447,7 +455,7 @@ BEGIN
     SET state = 'waiting',
         run_at = v_now + coalesce(jq_temp_fail.retry_in, jobq._backoff(j.job_type, j.attempts)),
         failures = j.failures || jobq._failure(j.attempts, 'temp_fail', jq_temp_fail.message, j.worker, v_now),
-        lease_token = NULL, locked_until = NULL,
+        lease_token = NULL, locked_until = NULL, running_type = NULL,
         event_xid = greatest(pg_current_xact_id(), j.event_xid)
     WHERE j.id = jq_temp_fail.id
     RETURNING j.run_at INTO v_run_at;
@@ -569,6 +577,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM jobq._lease_rejected(jq_extend.id, jq_extend.lease_token, v_now);
     END IF;
+    INSERT INTO jobq.lease_deadlines (deadline, job_ids) VALUES (v_until, ARRAY[jq_extend.id]);
     PERFORM jobq._emit_live(jq_extend.id, 'extended', 'running');
     RETURN v_until;
 END;
@@ -613,6 +622,9 @@ BEGIN
         -- only one element extends it and the other reports lease_lost.
         RETURNING input.ord, j.id, j.locked_until, j.job_type, j.queue, j.attempts, j.worker,
                   j.event_xid
+    ), deadline AS (
+        INSERT INTO jobq.lease_deadlines (deadline, job_ids)
+        SELECT v_now + v_lease, array_agg(e.id) FROM extended e HAVING count(*) > 0
     ), recorded AS (
         SELECT jobq._emit('extended', 'running', array_agg(e.id ORDER BY e.id),
                           array_fill('running'::text, ARRAY[count(*)::integer]),
@@ -682,7 +694,7 @@ BEGIN
                 -- started_at means "first grab": a job released from its first
                 -- grab has not started yet.
                 started_at = CASE WHEN j.attempts > 1 THEN j.started_at END,
-                lease_token = NULL, locked_until = NULL,
+                lease_token = NULL, locked_until = NULL, running_type = NULL,
                 event_xid = greatest(pg_current_xact_id(), j.event_xid)
             WHERE j.id = r.id;
             PERFORM jobq._emit_live(r.id, 'released', 'running');

@@ -74,6 +74,11 @@ extension_sql_file!(
     name = "maintenance",
     requires = ["control"]
 );
+extension_sql_file!(
+    "../../sql/limits.sql",
+    name = "limits",
+    requires = ["maintenance"]
+);
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 
 /// The version of the loaded library. It must equal the installed SQL

@@ -44,6 +44,7 @@ set -euo pipefail
 # each release; its upgrade script sql/upgrades/jobq--A--B.sql goes with it.
 released=(
     "0.1.0 ecab8bbf7464f03dbd3fffc35c0e2637c7cffd5f"
+    "0.2.0 9267845088995f0c7f556b855e25320502999453"
 )
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -188,6 +188,25 @@ UPDATE jobq.job_types SET max_running = -1 WHERE job_type = 'ctl_lim';
 \echo :SQLSTATE
 DELETE FROM jobq.job_types WHERE job_type = 'ctl_lim';
 DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
+-- a limit set while jobs of the type run counts them at once: 2 run, the
+-- limit becomes 2, and the third waits; a job that waits again (temp-fail)
+-- and one that ends free their slots
+SELECT count(*) AS enqueued FROM jobq.jq_enqueue_many(
+    '[{"job_type": "ctl_late"}, {"job_type": "ctl_late"}, {"job_type": "ctl_late"}]');
+SELECT count(*) AS grabbed_unlimited FROM jobq.jq_grab(ARRAY['ctl_late'], '1 hour', 2, 'w-late');
+INSERT INTO jobq.job_types (job_type, max_running) VALUES ('ctl_late', 2);
+SELECT count(*) AS counted_as_running FROM jobq.live_jobs WHERE running_type = 'ctl_late';
+SELECT count(*) AS over_late_limit FROM jobq.jq_grab(ARRAY['ctl_late'], '1 hour', 10, 'w-late');
+SELECT id AS lid, lease_token AS ltok FROM jobq.live_jobs WHERE job_type = 'ctl_late' AND state = 'running'
+ORDER BY id LIMIT 1 \gset
+SELECT state FROM jobq.jq_temp_fail(:lid, :'ltok', 'again later', '1 hour');
+SELECT count(*) AS after_temp_fail FROM jobq.jq_grab(ARRAY['ctl_late'], '1 hour', 10, 'w-late');
+SELECT count(*) AS full_again FROM jobq.jq_grab(ARRAY['ctl_late'], '1 hour', 10, 'w-late');
+SELECT count(*) FILTER (WHERE running_type = 'ctl_late') AS marked,
+       count(*) FILTER (WHERE state = 'running') AS running
+FROM jobq.live_jobs WHERE job_type = 'ctl_late';
+DELETE FROM jobq.job_types WHERE job_type = 'ctl_late';
+DELETE FROM jobq.live_jobs; DELETE FROM jobq.job_history;
 
 -- ---------------------------------------------------------------------------
 -- cancel

@@ -32,14 +32,15 @@ FROM pg_proc p
 WHERE p.pronamespace = 'jobq'::regnamespace AND p.proname LIKE 'jq\_%'
 ORDER BY p.proname, p.oid::regprocedure::text;
 -- the internal functions (names starting with "_"): none executable by any role,
--- none SECURITY DEFINER
+-- none SECURITY DEFINER except trigger functions, which nobody can call directly
+-- (_mark_limited_running writes jobq.live_jobs when jobq_admin sets max_running)
 SELECT count(*) > 0 AS has_internal_functions,
        count(*) FILTER (WHERE has_function_privilege('regress_jobq_none', p.oid, 'EXECUTE')
                            OR has_function_privilege('regress_jobq_producer', p.oid, 'EXECUTE')
                            OR has_function_privilege('regress_jobq_worker', p.oid, 'EXECUTE')
                            OR has_function_privilege('regress_jobq_admin', p.oid, 'EXECUTE'))
            AS executable_by_a_role,
-       count(*) FILTER (WHERE p.prosecdef) AS security_definer
+       count(*) FILTER (WHERE p.prosecdef AND p.prorettype <> 'trigger'::regtype) AS security_definer
 FROM pg_proc p
 WHERE p.pronamespace = 'jobq'::regnamespace AND p.proname LIKE '\_%';
 -- and there is nothing else
