@@ -121,8 +121,10 @@ BEGIN
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF v_count > 0 THEN
         -- Once per call; PostgreSQL folds identical notifications of one
-        -- transaction into one.
-        PERFORM jobq._wake('jobq_events', '');
+        -- transaction into one. What jobq._wake does, without its call.
+        IF NOT jobq._defer_notify('jobq_events', '') THEN
+            PERFORM pg_catalog.pg_notify('jobq_events', '');
+        END IF;
     END IF;
     RETURN v_count;
 END;

@@ -440,8 +440,12 @@ DECLARE
     v_dummy integer;
     v_count integer;
 BEGIN
-    -- Most grabs find nothing: one probe of the (usually empty) expired range.
-    IF NOT EXISTS (SELECT 1 FROM jobq.lease_deadlines d WHERE d.deadline <= v_cut) THEN
+    -- Most calls find nothing: one probe of the index's first entry. (Written
+    -- as ORDER BY … LIMIT 1 because "deadline <= v_cut" alone lets the
+    -- planner, which has no statistics on a fresh table, choose a sequential
+    -- scan of every deadline not yet due.)
+    IF NOT coalesce((SELECT d.deadline <= v_cut FROM jobq.lease_deadlines d
+                     ORDER BY d.deadline LIMIT 1), false) THEN
         RETURN 0;
     END IF;
     -- As many rows, oldest first, as hold p_limit jobs (at least one row).

@@ -108,7 +108,8 @@ BEGIN
     v_next := least(
         (SELECT min(j.run_at) FROM jobq.live_jobs j
          WHERE j.state = 'waiting' AND j.run_at > j.created_at AND j.run_at > v_now),
-        (SELECT min(d.deadline) FROM jobq.lease_deadlines d WHERE d.deadline > v_now));
+        (SELECT d.deadline FROM jobq.lease_deadlines d WHERE d.deadline > v_now
+         ORDER BY d.deadline LIMIT 1));
     -- greatest() skips NULLs, so "nothing is due" must be handled before it.
     RETURN QUERY SELECT v_now, CASE
         WHEN v_next IS NULL THEN 1000

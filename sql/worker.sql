@@ -61,6 +61,8 @@ DECLARE
     v_any_limited boolean;
     v_unlimited boolean;
     v_running integer;
+    v_reap boolean;
+    v_expire boolean;
 BEGIN
     IF v_max_jobs NOT BETWEEN 1 AND 10000 THEN
         PERFORM jobq._raise('JQ010', 'max_jobs must be between 1 and 10000; got ' || v_max_jobs);
@@ -72,8 +74,21 @@ BEGIN
         PERFORM jobq._raise('JQ010', 'search must be a JSON object, not ' || jsonb_typeof(jq_grab.search));
     END IF;
 
-    PERFORM jobq._reap_expired_leases(v_now, 100);
-    PERFORM jobq._expire_jobs(v_now, 100);
+    -- Leases that ran out and deadlines that passed, ended before the pick.
+    -- Both are rare, so one statement probes for both and the functions run
+    -- only when there is something to end (each call costs more than the probe).
+    SELECT coalesce((SELECT d.deadline <= v_now FROM jobq.lease_deadlines d
+                     ORDER BY d.deadline LIMIT 1), false),
+           EXISTS (SELECT 1 FROM jobq.live_jobs j
+                   WHERE j.expires_at IS NOT NULL AND j.expires_at <= v_now
+                     AND j.state IN ('waiting', 'blocked'))
+    INTO v_reap, v_expire;
+    IF v_reap THEN
+        PERFORM jobq._reap_expired_leases(v_now, 100);
+    END IF;
+    IF v_expire THEN
+        PERFORM jobq._expire_jobs(v_now, 100);
+    END IF;
     -- Starts this database's wake-up worker after a server restart; a
     -- shared-memory lookup when it already runs.
     PERFORM jobq._ensure_wakeup_worker();
@@ -312,9 +327,14 @@ COMMENT ON FUNCTION jobq.jq_complete_many IS 'Complete many leased jobs; one out
 CREATE FUNCTION jobq._finish_running(p_ids bigint[], p_tokens uuid[], p_results jsonb[],
                                      p_now timestamptz)
 RETURNS TABLE (ord bigint)
-LANGUAGE sql VOLATILE CALLED ON NULL INPUT
+-- PL/pgSQL rather than SQL only because PostgreSQL 15 plans the body of a SQL
+-- function at every call, and planning this statement (a partitioned insert
+-- among others) took longer than running it for 10 jobs.
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH input AS (
         SELECT u.id, u.token, u.result, u.ord
         FROM unnest(p_ids, p_tokens, coalesce(p_results, '{}'))
@@ -352,7 +372,8 @@ AS $$
                           array_agg(m.event_xid ORDER BY m.id)) AS n
         FROM moved m
     )
-    SELECT g.input_ord FROM gone g, recorded
+    SELECT g.input_ord FROM gone g, recorded;
+END;
 $$;
 
 -- Moves one live job, already locked by the caller's statement, to the

@@ -623,8 +623,12 @@ DECLARE
     v_dummy integer;
     v_count integer;
 BEGIN
-    -- Most grabs find nothing: one probe of the (usually empty) expired range.
-    IF NOT EXISTS (SELECT 1 FROM jobq.lease_deadlines d WHERE d.deadline <= v_cut) THEN
+    -- Most calls find nothing: one probe of the index's first entry. (Written
+    -- as ORDER BY … LIMIT 1 because "deadline <= v_cut" alone lets the
+    -- planner, which has no statistics on a fresh table, choose a sequential
+    -- scan of every deadline not yet due.)
+    IF NOT coalesce((SELECT d.deadline <= v_cut FROM jobq.lease_deadlines d
+                     ORDER BY d.deadline LIMIT 1), false) THEN
         RETURN 0;
     END IF;
     -- As many rows, oldest first, as hold p_limit jobs (at least one row).
@@ -841,8 +845,10 @@ BEGIN
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF v_count > 0 THEN
         -- Once per call; PostgreSQL folds identical notifications of one
-        -- transaction into one.
-        PERFORM jobq._wake('jobq_events', '');
+        -- transaction into one. What jobq._wake does, without its call.
+        IF NOT jobq._defer_notify('jobq_events', '') THEN
+            PERFORM pg_catalog.pg_notify('jobq_events', '');
+        END IF;
     END IF;
     RETURN v_count;
 END;
@@ -1341,6 +1347,8 @@ DECLARE
     v_any_limited boolean;
     v_unlimited boolean;
     v_running integer;
+    v_reap boolean;
+    v_expire boolean;
 BEGIN
     IF v_max_jobs NOT BETWEEN 1 AND 10000 THEN
         PERFORM jobq._raise('JQ010', 'max_jobs must be between 1 and 10000; got ' || v_max_jobs);
@@ -1352,8 +1360,21 @@ BEGIN
         PERFORM jobq._raise('JQ010', 'search must be a JSON object, not ' || jsonb_typeof(jq_grab.search));
     END IF;
 
-    PERFORM jobq._reap_expired_leases(v_now, 100);
-    PERFORM jobq._expire_jobs(v_now, 100);
+    -- Leases that ran out and deadlines that passed, ended before the pick.
+    -- Both are rare, so one statement probes for both and the functions run
+    -- only when there is something to end (each call costs more than the probe).
+    SELECT coalesce((SELECT d.deadline <= v_now FROM jobq.lease_deadlines d
+                     ORDER BY d.deadline LIMIT 1), false),
+           EXISTS (SELECT 1 FROM jobq.live_jobs j
+                   WHERE j.expires_at IS NOT NULL AND j.expires_at <= v_now
+                     AND j.state IN ('waiting', 'blocked'))
+    INTO v_reap, v_expire;
+    IF v_reap THEN
+        PERFORM jobq._reap_expired_leases(v_now, 100);
+    END IF;
+    IF v_expire THEN
+        PERFORM jobq._expire_jobs(v_now, 100);
+    END IF;
     -- Starts this database's wake-up worker after a server restart; a
     -- shared-memory lookup when it already runs.
     PERFORM jobq._ensure_wakeup_worker();
@@ -1594,9 +1615,14 @@ COMMENT ON FUNCTION jobq.jq_complete_many IS 'Complete many leased jobs; one out
 CREATE FUNCTION jobq._finish_running(p_ids bigint[], p_tokens uuid[], p_results jsonb[],
                                      p_now timestamptz)
 RETURNS TABLE (ord bigint)
-LANGUAGE sql VOLATILE CALLED ON NULL INPUT
+-- PL/pgSQL rather than SQL only because PostgreSQL 15 plans the body of a SQL
+-- function at every call, and planning this statement (a partitioned insert
+-- among others) took longer than running it for 10 jobs.
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH input AS (
         SELECT u.id, u.token, u.result, u.ord
         FROM unnest(p_ids, p_tokens, coalesce(p_results, '{}'))
@@ -1634,7 +1660,8 @@ AS $$
                           array_agg(m.event_xid ORDER BY m.id)) AS n
         FROM moved m
     )
-    SELECT g.input_ord FROM gone g, recorded
+    SELECT g.input_ord FROM gone g, recorded;
+END;
 $$;
 
 -- Moves one live job, already locked by the caller's statement, to the
@@ -2301,7 +2328,8 @@ BEGIN
     v_next := least(
         (SELECT min(j.run_at) FROM jobq.live_jobs j
          WHERE j.state = 'waiting' AND j.run_at > j.created_at AND j.run_at > v_now),
-        (SELECT min(d.deadline) FROM jobq.lease_deadlines d WHERE d.deadline > v_now));
+        (SELECT d.deadline FROM jobq.lease_deadlines d WHERE d.deadline > v_now
+         ORDER BY d.deadline LIMIT 1));
     -- greatest() skips NULLs, so "nothing is due" must be handled before it.
     RETURN QUERY SELECT v_now, CASE
         WHEN v_next IS NULL THEN 1000
