@@ -191,6 +191,9 @@ $$;
 -- A row's events have ids id .. id + n - 1 and n <= 100,000 < 2^17, so every
 -- row holding events after the cursor starts after (xid, id - 131072).
 --
+-- Nor does it return an event that a crash could still undo: it flushes the
+-- WAL first (jobq._flush_wal), because a grab may commit asynchronously.
+--
 -- SQL rather than PL/pgSQL: the parameter and the result column are both
 -- named cursor, which PL/pgSQL refuses.
 CREATE FUNCTION jobq.jq_events_since(cursor text DEFAULT NULL, max_events integer DEFAULT 1000)
@@ -204,6 +207,9 @@ AS $$
     SELECT x.ord_xid::text || '-' || x.event_id::text, x.event_id, x.job_id, x.job_type, x.queue,
            x.event, x.from_state, x.to_state, x.attempt, x.worker, x.message, x.at
     FROM jobq._events_cursor($1, $2) AS c
+    -- Every commit this snapshot sees is on disk before a row is returned:
+    -- grabs may commit without waiting for the flush (durable => false).
+    CROSS JOIN (SELECT jobq._flush_wal()) AS flushed
     CROSS JOIN LATERAL (
         SELECT e.ord_xid, e.id + u.k - 1 AS event_id, u.job_id, e.job_type, e.queue, e.event,
                e.from_state, e.to_state, u.attempt, e.worker, u.message, e.at

@@ -57,7 +57,7 @@ GRANT EXECUTE ON FUNCTION
 TO jobq_producer;
 
 GRANT EXECUTE ON FUNCTION
-    jobq.jq_grab(text[], interval, integer, text, jsonb, text[]),
+    jobq.jq_grab(text[], interval, integer, text, jsonb, text[], boolean),
     jobq.jq_complete(bigint, uuid, jsonb),
     jobq.jq_complete_many(bigint[], uuid[], jsonb[]),
     jobq.jq_temp_fail(bigint, uuid, text, interval),

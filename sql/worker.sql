@@ -29,13 +29,24 @@
 -- call instead of waiting (grabbers never wait for each other); the holder is
 -- taking the free slots anyway. Types without a limit take no lock and no
 -- count, and blocked jobs are in no index a grab reads.
+--
+-- durable => false makes the caller's transaction commit without waiting for
+-- the WAL to reach disk (synchronous_commit = off for the rest of the
+-- transaction), which takes a disk flush off the time from enqueue to a
+-- handler's start. A crash can then undo the grab: the job is waiting again,
+-- the worker's later calls fail with JQ001, and the job runs again, as after
+-- any lost lease. Event readers never see such a grab before it is on disk
+-- (jq_events_since flushes first). Only for transactions that hold nothing
+-- else worth an fsync: the worker runtime grabs this way, in a transaction of
+-- its own.
 CREATE FUNCTION jobq.jq_grab(
     job_types text[]   DEFAULT NULL,
     lease     interval DEFAULT '5 minutes',
     max_jobs  integer  DEFAULT 1,
     worker    text     DEFAULT NULL,
     search    jsonb    DEFAULT NULL,
-    queues    text[]   DEFAULT NULL)
+    queues    text[]   DEFAULT NULL,
+    durable   boolean  DEFAULT true)
 RETURNS TABLE (id bigint, job_type text, queue text, args jsonb, priority integer,
                attempt integer, max_attempts integer, lease_token uuid,
                locked_until timestamptz, run_at timestamptz, created_at timestamptz)
@@ -72,6 +83,10 @@ BEGIN
     END IF;
     IF jsonb_typeof(jq_grab.search) <> 'object' THEN
         PERFORM jobq._raise('JQ010', 'search must be a JSON object, not ' || jsonb_typeof(jq_grab.search));
+    END IF;
+    IF NOT coalesce(jq_grab.durable, true) THEN
+        -- The caller's transaction commits without waiting for its WAL flush.
+        PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
 
     -- Leases that ran out and deadlines that passed, ended before the pick.

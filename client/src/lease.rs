@@ -78,6 +78,12 @@ pub struct GrabRequest {
     pub max_jobs: i32,
     /// Recorded as the lease holder and in failure history.
     pub worker: Option<String>,
+    /// Whether the grab's transaction waits for its WAL to reach disk
+    /// (default `true`). `false` saves a disk flush per grab, but a crash can
+    /// undo the grab (the job then runs again, as after a lost lease), and it
+    /// applies to the whole transaction: use it only for a grab that is alone
+    /// in its transaction, as the worker runtime's are. See `jq_grab`.
+    pub durable: bool,
 }
 
 impl Default for GrabRequest {
@@ -89,6 +95,7 @@ impl Default for GrabRequest {
             lease: Duration::from_secs(300),
             max_jobs: 1,
             worker: None,
+            durable: true,
         }
     }
 }
@@ -97,7 +104,7 @@ impl Default for GrabRequest {
 pub async fn grab<C: GenericClient>(client: &C, request: &GrabRequest) -> Result<Vec<LeasedJob>> {
     let rows = client
         .query_typed(
-            "SELECT * FROM jobq.jq_grab($1, make_interval(secs => $2), $3, $4, $5, $6)",
+            "SELECT * FROM jobq.jq_grab($1, make_interval(secs => $2), $3, $4, $5, $6, $7)",
             &[
                 (&request.job_types, Type::TEXT_ARRAY),
                 (&request.lease.as_secs_f64(), Type::FLOAT8),
@@ -105,6 +112,7 @@ pub async fn grab<C: GenericClient>(client: &C, request: &GrabRequest) -> Result
                 (&request.worker, Type::TEXT),
                 (&request.search, Type::JSONB),
                 (&request.queues, Type::TEXT_ARRAY),
+                (&request.durable, Type::BOOL),
             ],
         )
         .await?;

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod durability;
 mod wakeup;
 
 /// Runs when the library is loaded: at server start with

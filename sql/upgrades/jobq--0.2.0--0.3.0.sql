@@ -5,7 +5,9 @@
 -- sets at its end (so a grab's WAL record carries the lease, not the job) and
 -- with indexes that hold none of them (a grab index without a predicate on
 -- state, lease deadlines in jobq.lease_deadlines, running jobs of limited
--- types marked in running_type), at fillfactor 40. Every live job keeps its
+-- types marked in running_type), at fillfactor 40. jq_grab gains durable
+-- (false: commit without waiting for the disk), and jq_events_since flushes
+-- the WAL before reading. Every live job keeps its
 -- id and every column; the identity continues where it was; each running
 -- job's lease gets its deadline row. Functions, views and triggers are
 -- recreated from 0.3.0's definitions. The rebuild locks jobq.live_jobs for as
@@ -28,6 +30,14 @@ BEGIN
     END LOOP;
 END;
 $$;
+
+-- New compiled function (extension/src/durability.rs): jq_events_since
+-- flushes the WAL before it reads, since grabs may commit asynchronously.
+CREATE FUNCTION jobq."_flush_wal"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO jobq, pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'flush_wal_wrapper';
 
 -- The old table stays until its rows are copied.
 ALTER TABLE jobq.live_jobs RENAME TO live_jobs_0_2_0;
@@ -915,6 +925,9 @@ $$;
 -- A row's events have ids id .. id + n - 1 and n <= 100,000 < 2^17, so every
 -- row holding events after the cursor starts after (xid, id - 131072).
 --
+-- Nor does it return an event that a crash could still undo: it flushes the
+-- WAL first (jobq._flush_wal), because a grab may commit asynchronously.
+--
 -- SQL rather than PL/pgSQL: the parameter and the result column are both
 -- named cursor, which PL/pgSQL refuses.
 CREATE FUNCTION jobq.jq_events_since(cursor text DEFAULT NULL, max_events integer DEFAULT 1000)
@@ -928,6 +941,9 @@ AS $$
     SELECT x.ord_xid::text || '-' || x.event_id::text, x.event_id, x.job_id, x.job_type, x.queue,
            x.event, x.from_state, x.to_state, x.attempt, x.worker, x.message, x.at
     FROM jobq._events_cursor($1, $2) AS c
+    -- Every commit this snapshot sees is on disk before a row is returned:
+    -- grabs may commit without waiting for the flush (durable => false).
+    CROSS JOIN (SELECT jobq._flush_wal()) AS flushed
     CROSS JOIN LATERAL (
         SELECT e.ord_xid, e.id + u.k - 1 AS event_id, u.job_id, e.job_type, e.queue, e.event,
                e.from_state, e.to_state, u.attempt, e.worker, u.message, e.at
@@ -1315,13 +1331,24 @@ COMMENT ON FUNCTION jobq.jq_enqueue_many IS 'Insert a JSON array of jobs; return
 -- call instead of waiting (grabbers never wait for each other); the holder is
 -- taking the free slots anyway. Types without a limit take no lock and no
 -- count, and blocked jobs are in no index a grab reads.
+--
+-- durable => false makes the caller's transaction commit without waiting for
+-- the WAL to reach disk (synchronous_commit = off for the rest of the
+-- transaction), which takes a disk flush off the time from enqueue to a
+-- handler's start. A crash can then undo the grab: the job is waiting again,
+-- the worker's later calls fail with JQ001, and the job runs again, as after
+-- any lost lease. Event readers never see such a grab before it is on disk
+-- (jq_events_since flushes first). Only for transactions that hold nothing
+-- else worth an fsync: the worker runtime grabs this way, in a transaction of
+-- its own.
 CREATE FUNCTION jobq.jq_grab(
     job_types text[]   DEFAULT NULL,
     lease     interval DEFAULT '5 minutes',
     max_jobs  integer  DEFAULT 1,
     worker    text     DEFAULT NULL,
     search    jsonb    DEFAULT NULL,
-    queues    text[]   DEFAULT NULL)
+    queues    text[]   DEFAULT NULL,
+    durable   boolean  DEFAULT true)
 RETURNS TABLE (id bigint, job_type text, queue text, args jsonb, priority integer,
                attempt integer, max_attempts integer, lease_token uuid,
                locked_until timestamptz, run_at timestamptz, created_at timestamptz)
@@ -1358,6 +1385,10 @@ BEGIN
     END IF;
     IF jsonb_typeof(jq_grab.search) <> 'object' THEN
         PERFORM jobq._raise('JQ010', 'search must be a JSON object, not ' || jsonb_typeof(jq_grab.search));
+    END IF;
+    IF NOT coalesce(jq_grab.durable, true) THEN
+        -- The caller's transaction commits without waiting for its WAL flush.
+        PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
 
     -- Leases that ran out and deadlines that passed, ended before the pick.
@@ -3267,7 +3298,7 @@ GRANT EXECUTE ON FUNCTION
 TO jobq_producer;
 
 GRANT EXECUTE ON FUNCTION
-    jobq.jq_grab(text[], interval, integer, text, jsonb, text[]),
+    jobq.jq_grab(text[], interval, integer, text, jsonb, text[], boolean),
     jobq.jq_complete(bigint, uuid, jsonb),
     jobq.jq_complete_many(bigint[], uuid[], jsonb[]),
     jobq.jq_temp_fail(bigint, uuid, text, interval),
