@@ -26,12 +26,18 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_payload text;
 BEGIN
     IF cardinality(p_specs) = 1 THEN
-        -- The common single enqueue, without a scan of the array.
+        -- The common single enqueue, without a scan of the array, and what
+        -- jobq._wake does without its call.
         IF coalesce(p_specs[1].run_at, p_now) <= p_now THEN
-            PERFORM jobq._wake('jobq_wakeup', jobq._wakeup_payload(
-                coalesce(p_specs[1].queue, 'default'), p_specs[1].job_type));
+            v_payload := jsonb_build_object('queue', coalesce(p_specs[1].queue, 'default'),
+                                            'job_type', p_specs[1].job_type)::text;
+            IF NOT jobq._defer_notify('jobq_wakeup', v_payload) THEN
+                PERFORM pg_catalog.pg_notify('jobq_wakeup', v_payload);
+            END IF;
         ELSE
             PERFORM jobq._due_time_added();
         END IF;

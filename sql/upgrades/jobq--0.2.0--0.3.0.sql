@@ -302,16 +302,36 @@ DECLARE
     v_ord bigint;
     v_problem text;
 BEGIN
-    SELECT u.ord, p.problem INTO v_ord, v_problem
+    -- The checks of _spec_problem, inline: calling a SQL function with a
+    -- pinned search_path costs more than the checks (PostgreSQL plans its body
+    -- at every call), and nearly every spec is valid. The first invalid one,
+    -- if any, then gets its message from _spec_problem. The name pattern is
+    -- _name_problem's.
+    SELECT min(u.ord) INTO v_ord
     FROM unnest(p_specs) WITH ORDINALITY
              AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key, expires_at,
                   depends_on, run_anyway, depends_on_index, ord)
-    CROSS JOIN LATERAL (SELECT jobq._spec_problem(u.job_type, u.args, u.queue, u.priority, u.run_at,
-                                                  u.max_attempts, u.unique_key, u.expires_at, p_now)
-                        AS problem) p
-    WHERE p.problem IS NOT NULL
-    ORDER BY u.ord
-    LIMIT 1;
+    WHERE NOT coalesce(
+        u.job_type ~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$'
+        AND (u.queue IS NULL OR u.queue ~ '^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$')
+        AND (u.args IS NULL OR (jsonb_typeof(u.args) = 'object'
+                                AND pg_column_size(u.args) <= 1048576))
+        AND (u.priority IS NULL OR u.priority BETWEEN -32768 AND 32767)
+        AND (u.run_at IS NULL OR isfinite(u.run_at))
+        AND (u.max_attempts IS NULL OR u.max_attempts BETWEEN 1 AND 1000)
+        AND (u.unique_key IS NULL OR length(u.unique_key) BETWEEN 1 AND 256)
+        AND (u.expires_at IS NULL OR (isfinite(u.expires_at)
+                                      AND u.expires_at > greatest(p_now, u.run_at))),
+        false);
+    IF v_ord IS NOT NULL THEN
+        SELECT jobq._spec_problem(u.job_type, u.args, u.queue, u.priority, u.run_at,
+                                  u.max_attempts, u.unique_key, u.expires_at, p_now)
+        INTO v_problem
+        FROM unnest(p_specs) WITH ORDINALITY
+                 AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key,
+                      expires_at, depends_on, run_anyway, depends_on_index, ord)
+        WHERE u.ord = v_ord;
+    END IF;
     -- Dependencies, only looked at when some spec has any. A sibling may only
     -- be named when it comes earlier in the array: that rules out cycles,
     -- which would block their jobs for ever.
@@ -2277,12 +2297,18 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = jobq, pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_payload text;
 BEGIN
     IF cardinality(p_specs) = 1 THEN
-        -- The common single enqueue, without a scan of the array.
+        -- The common single enqueue, without a scan of the array, and what
+        -- jobq._wake does without its call.
         IF coalesce(p_specs[1].run_at, p_now) <= p_now THEN
-            PERFORM jobq._wake('jobq_wakeup', jobq._wakeup_payload(
-                coalesce(p_specs[1].queue, 'default'), p_specs[1].job_type));
+            v_payload := jsonb_build_object('queue', coalesce(p_specs[1].queue, 'default'),
+                                            'job_type', p_specs[1].job_type)::text;
+            IF NOT jobq._defer_notify('jobq_wakeup', v_payload) THEN
+                PERFORM pg_catalog.pg_notify('jobq_wakeup', v_payload);
+            END IF;
         ELSE
             PERFORM jobq._due_time_added();
         END IF;
