@@ -97,8 +97,9 @@ WHERE c.relnamespace = 'jobq'::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v'
   AND (c.relacl IS NULL
        OR EXISTS (SELECT 1 FROM aclexplode(c.relacl) AS a WHERE a.grantee = 0));
 
--- every function pins its search_path (proconfig holds "search_path=jobq, pg_catalog, pg_temp")
-SELECT DISTINCT proconfig FROM pg_proc WHERE pronamespace = 'jobq'::regnamespace;
+-- every function pins its search_path (proconfig holds "search_path=jobq, pg_catalog, pg_temp");
+-- _emit also fixes its plan cache mode
+SELECT DISTINCT proconfig FROM pg_proc WHERE pronamespace = 'jobq'::regnamespace ORDER BY 1;
 SELECT proname AS unpinned
 FROM pg_proc
 WHERE pronamespace = 'jobq'::regnamespace
