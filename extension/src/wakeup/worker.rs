@@ -12,6 +12,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::ffi::{c_char, CStr, CString};
 use std::time::{Duration, Instant};
 
 /// How long a new worker waits for CREATE EXTENSION to commit.
@@ -123,6 +124,14 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
         }
     }
 
+    // Notifications carry nothing worth a disk flush (the tick's SQL says the
+    // same for its own transactions); this covers the ticks that send
+    // signals without a query.
+    if let Err(error) = BackgroundWorker::transaction(|| Spi::run("SET synchronous_commit = off")) {
+        log!("jobq wakeup worker for database {database}: cannot configure itself: {error}");
+        return;
+    }
+
     let mut scanned_until: Option<TimestampWithTimeZone> = None;
     let now = Instant::now();
     let mut next_scan = now;
@@ -168,25 +177,32 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
             signals.push((Channel::Events, String::new()));
             events_held = false;
         }
-        let channels: Vec<&str> = signals.iter().map(|(c, _)| c.name()).collect();
-        let payloads: Vec<&str> = signals.iter().map(|(_, p)| p.as_str()).collect();
         let since = scanned_until;
         report_activity(true);
-        let tick = BackgroundWorker::transaction(move || {
-            Spi::get_two_with_args::<TimestampWithTimeZone, i32>(
-                "SELECT scanned_until, sleep_ms FROM jobq._wakeup_tick($1, $2, $3, $4, $5)",
-                &[
-                    match since {
-                        Some(t) => DatumWithOid::from(t),
-                        None => DatumWithOid::null::<TimestampWithTimeZone>(),
-                    },
-                    DatumWithOid::from(channels),
-                    DatumWithOid::from(payloads),
-                    DatumWithOid::from(overflowed),
-                    DatumWithOid::from(scan),
-                ],
-            )
-        });
+        let tick = if scan {
+            let channels: Vec<&str> = signals.iter().map(|(c, _)| c.name()).collect();
+            let payloads: Vec<&str> = signals.iter().map(|(_, p)| p.as_str()).collect();
+            BackgroundWorker::transaction(move || {
+                Spi::get_two_with_args::<TimestampWithTimeZone, i32>(
+                    "SELECT scanned_until, sleep_ms FROM jobq._wakeup_tick($1, $2, $3, $4, $5)",
+                    &[
+                        match since {
+                            Some(t) => DatumWithOid::from(t),
+                            None => DatumWithOid::null::<TimestampWithTimeZone>(),
+                        },
+                        DatumWithOid::from(channels),
+                        DatumWithOid::from(payloads),
+                        DatumWithOid::from(overflowed),
+                        DatumWithOid::from(scan),
+                    ],
+                )
+            })
+        } else {
+            // Most ticks under load only pass on producers' signals: send
+            // them as pg_notify() would, without a query.
+            BackgroundWorker::transaction(|| notify_now(&signals, overflowed));
+            Ok((None, None))
+        };
         report_activity(false);
         last_tick = Instant::now();
         match tick {
@@ -212,6 +228,47 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
             rescan_requested.then_some(last_scan + MIN_RESCAN_INTERVAL),
             None,
         );
+    }
+}
+
+extern "C-unwind" {
+    /// From commands/async.h, which pgrx's bindings leave out: what
+    /// `pg_notify()` calls. It may raise an ERROR, so it is called through
+    /// `pg_guard_ffi_boundary`.
+    fn Async_Notify(channel: *const c_char, payload: *const c_char);
+}
+
+/// Queues one notification in the current transaction.
+fn notify(channel: &CStr, payload: &CStr) {
+    // SAFETY: called on the backend's main thread, inside a transaction (the
+    // caller's BackgroundWorker::transaction); both pointers are
+    // NUL-terminated strings that outlive the call, which copies them; an
+    // ERROR becomes a Rust panic through the guard, as for pgrx's own calls.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| Async_Notify(channel.as_ptr(), payload.as_ptr()))
+    };
+}
+
+/// What `jobq._wakeup_payload('*', '*')` returns: anything may be available.
+const OVERFLOW_PAYLOAD: &CStr = c"{\"queue\": \"*\", \"job_type\": \"*\"}";
+
+/// Queues the signals as notifications of the current transaction, as
+/// `pg_notify()` does; after an overflow of the board, "anything may be
+/// available" and "new events" instead of what was lost.
+fn notify_now(signals: &[(Channel, String)], overflowed: bool) {
+    for (channel, payload) in signals {
+        // Payloads are JSON text made by jobq; one with a NUL byte cannot be
+        // sent, and a wake-up only saves latency: skip it.
+        let (Ok(channel), Ok(payload)) =
+            (CString::new(channel.name()), CString::new(payload.as_str()))
+        else {
+            continue;
+        };
+        notify(&channel, &payload);
+    }
+    if overflowed {
+        notify(c"jobq_wakeup", OVERFLOW_PAYLOAD);
+        notify(c"jobq_events", c"");
     }
 }
 
