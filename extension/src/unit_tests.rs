@@ -71,11 +71,9 @@ mod tests {
     }
 
     fn tick_sleep_ms() -> i32 {
-        Spi::get_one::<i32>(
-            "SELECT sleep_ms FROM jobq._wakeup_tick(now(), '{}', '{}', false, true)",
-        )
-        .expect("tick failed")
-        .expect("NULL sleep")
+        Spi::get_one::<i32>("SELECT sleep_ms FROM jobq._wakeup_tick(now())")
+            .expect("tick failed")
+            .expect("NULL sleep")
     }
 
     #[pg_test]

@@ -2356,14 +2356,13 @@ BEGIN
 END;
 $$;
 
--- One tick of the wake-up worker (see extension/src/wakeup): send what
--- committed producers posted and, when p_scan, announce what fell due, run
--- maintenance when it is due (jobq._maintain_if_due: at most every
--- jobq.maintenance.every, bounded by its budget) and say when to look again
--- (milliseconds, at most a second). Signal-only ticks stay cheap, because
--- producers can cause thousands of them per second.
-CREATE FUNCTION jobq._wakeup_tick(p_since timestamptz, p_channels text[], p_payloads text[],
-                                  p_overflowed boolean, p_scan boolean)
+-- The scanning part of a wake-up worker tick (see extension/src/wakeup, which
+-- sends the producers' signals itself, in the same transaction): announce what
+-- fell due, run maintenance when it is due (jobq._maintain_if_due: at most
+-- every jobq.maintenance.every, bounded by its budget) and say when to look
+-- again (milliseconds, at most a second). The worker's session commits with
+-- synchronous_commit = off: notifications carry nothing worth a disk flush.
+CREATE FUNCTION jobq._wakeup_tick(p_since timestamptz)
 RETURNS TABLE (scanned_until timestamptz, sleep_ms integer)
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
 SET search_path = jobq, pg_catalog, pg_temp
@@ -2372,18 +2371,6 @@ DECLARE
     v_now constant timestamptz := clock_timestamp();
     v_next timestamptz;
 BEGIN
-    -- Notifications carry no data worth an fsync.
-    PERFORM set_config('synchronous_commit', 'off', true);
-    PERFORM pg_catalog.pg_notify(u.channel, u.payload)
-    FROM unnest(p_channels, p_payloads) AS u(channel, payload);
-    IF p_overflowed THEN
-        PERFORM pg_catalog.pg_notify('jobq_wakeup', jobq._wakeup_payload('*', '*'));
-        PERFORM pg_catalog.pg_notify('jobq_events', '');
-    END IF;
-    IF NOT coalesce(p_scan, true) THEN
-        RETURN QUERY SELECT p_since, NULL::integer;
-        RETURN;
-    END IF;
     PERFORM jobq._announce_due(coalesce(p_since, v_now), v_now);
     PERFORM jobq._maintain_if_due(v_now);
 

@@ -179,30 +179,21 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
         }
         let since = scanned_until;
         report_activity(true);
-        let tick = if scan {
-            let channels: Vec<&str> = signals.iter().map(|(c, _)| c.name()).collect();
-            let payloads: Vec<&str> = signals.iter().map(|(_, p)| p.as_str()).collect();
-            BackgroundWorker::transaction(move || {
-                Spi::get_two_with_args::<TimestampWithTimeZone, i32>(
-                    "SELECT scanned_until, sleep_ms FROM jobq._wakeup_tick($1, $2, $3, $4, $5)",
-                    &[
-                        match since {
-                            Some(t) => DatumWithOid::from(t),
-                            None => DatumWithOid::null::<TimestampWithTimeZone>(),
-                        },
-                        DatumWithOid::from(channels),
-                        DatumWithOid::from(payloads),
-                        DatumWithOid::from(overflowed),
-                        DatumWithOid::from(scan),
-                    ],
-                )
-            })
-        } else {
-            // Most ticks under load only pass on producers' signals: send
-            // them as pg_notify() would, without a query.
-            BackgroundWorker::transaction(|| notify_now(&signals, overflowed));
-            Ok((None, None))
-        };
+        // Every tick sends the signals as pg_notify() would, without a query;
+        // a scanning tick then looks for due jobs in the same transaction.
+        let tick = BackgroundWorker::transaction(|| {
+            notify_now(&signals, overflowed);
+            if !scan {
+                return Ok((None, None));
+            }
+            Spi::get_two_with_args::<TimestampWithTimeZone, i32>(
+                "SELECT scanned_until, sleep_ms FROM jobq._wakeup_tick($1)",
+                &[match since {
+                    Some(t) => DatumWithOid::from(t),
+                    None => DatumWithOid::null::<TimestampWithTimeZone>(),
+                }],
+            )
+        });
         report_activity(false);
         last_tick = Instant::now();
         match tick {
