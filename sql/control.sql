@@ -35,7 +35,7 @@ BEGIN
         UPDATE jobq.live_jobs j
         SET cancel_requested_at = coalesce(j.cancel_requested_at, v_now),
             event_xid = CASE WHEN j.cancel_requested_at IS NULL
-                             THEN greatest(pg_current_xact_id(), j.event_xid) ELSE j.event_xid END
+                             THEN greatest((SELECT jobq._event_key()), j.event_xid) ELSE j.event_xid END
         WHERE j.id = jq_cancel.id
         RETURNING j.cancel_requested_at = v_now INTO v_new;
         IF v_new THEN
@@ -131,7 +131,7 @@ BEGIN
                g.priority, g.attempts, g.attempts + v_budget, v_now, g.created_at,
                CASE WHEN g.expires_at > v_now THEN g.expires_at END, g.started_at, g.attempted_at,
                NULL, NULL, g.worker, g.unique_key, g.args, g.failures, g.notes, NULL, g.depends_on,
-               0, g.run_anyway, g.has_dependants, greatest(pg_current_xact_id(), g.event_xid)
+               0, g.run_anyway, g.has_dependants, greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING state INTO v_state;
     EXCEPTION WHEN unique_violation THEN
@@ -239,7 +239,7 @@ BEGIN
     END IF;
     IF v_notes IS DISTINCT FROM v_old THEN
         UPDATE jobq.live_jobs j
-        SET notes = v_notes, event_xid = greatest(pg_current_xact_id(), j.event_xid)
+        SET notes = v_notes, event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
         WHERE j.id = jq_note.id;
         PERFORM jobq._emit_live(jq_note.id, 'noted', 'running',
                                 left(jobq._notes_change(v_old, v_notes)::text, 8192));

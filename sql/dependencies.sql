@@ -109,7 +109,7 @@ BEGIN
     WHERE c.id = ANY (p_blocked) AND c.state = 'blocked';
     WITH released AS (
         UPDATE jobq.live_jobs c
-        SET state = 'waiting', event_xid = greatest(pg_current_xact_id(), c.event_xid)
+        SET state = 'waiting', event_xid = greatest((SELECT jobq._event_key()), c.event_xid)
         WHERE c.id = ANY (p_blocked) AND c.state = 'blocked' AND c.pending_parents = 0
         RETURNING c.id, c.job_type, c.queue, c.attempts, c.event_xid)
     SELECT array_agg(rel.id ORDER BY rel.id),
@@ -247,7 +247,7 @@ BEGIN
         SET pending_parents = c.pending_parents - 1,
             state = CASE WHEN c.pending_parents <= 1 THEN 'waiting' ELSE 'blocked' END,
             event_xid = CASE WHEN c.pending_parents <= 1
-                             THEN greatest(pg_current_xact_id(), c.event_xid) ELSE c.event_xid END
+                             THEN greatest((SELECT jobq._event_key()), c.event_xid) ELSE c.event_xid END
         WHERE c.id = ANY (v_children) AND c.state = 'blocked'
         RETURNING c.id, c.state, c.job_type, c.queue, c.attempts, c.event_xid)
     SELECT array_agg(ch.id ORDER BY ch.id) FILTER (WHERE ch.state = 'waiting'),
@@ -316,7 +316,7 @@ BEGIN
         SET pending_parents = j.pending_parents - 1 + counts.added,
             state = CASE WHEN j.pending_parents - 1 + counts.added <= 0 THEN 'waiting'
                          ELSE 'blocked' END,
-            event_xid = greatest(pg_current_xact_id(), j.event_xid)
+            event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
         FROM counts
         WHERE j.id = counts.id AND j.state = 'blocked'
         RETURNING j.id, j.state, j.job_type, j.queue, j.attempts, j.event_xid)

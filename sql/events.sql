@@ -13,8 +13,10 @@
 -- instead of 100, which is most of what events used to cost.
 --
 -- Order: the stream is ordered by (ord_xid, event id). ord_xid is at least the
--- writing transaction's id, so readers that only read below their snapshot's
--- xmin never see an event appear behind their cursor (gap-free). It is also at
+-- writing transaction's id (plus the event clock's shift, 0 unless the
+-- database was restored: see jobq.event_clock), so readers that only read
+-- below their snapshot's xmin (shifted alike) never see an event appear
+-- behind their cursor (gap-free). It is also at
 -- least the job's previous event's ord_xid, kept in the job row (event_xid),
 -- so a job's events are read in the order they happened even when a
 -- transaction that took its id early (a grab that first reaped leases, a
@@ -68,6 +70,96 @@ CREATE INDEX event_batches_job_idx ON jobq.event_batches USING gist (pg_catalog.
 -- Pruning looks for old rows. Events are appended in time order, so a BRIN
 -- summary finds them while costing next to nothing per insert.
 CREATE INDEX event_batches_at_idx ON jobq.event_batches USING brin (at) WITH (autosummarize = on);
+
+-- The stream's clock. Order keys are the writing transaction's id plus
+-- `shift`, which is 0 until the database is restored from a dump into a
+-- cluster whose transaction ids are behind the ones the dump recorded (a new
+-- server, say): the restored events and jobs keep their keys, so a
+-- subscriber's cursor stays valid, and every later key must sort after
+-- them. The dump carries this row; restoring it sets `restored` (the merge
+-- trigger in sql/backup.sql), and the first writer afterwards picks the new
+-- shift (_restart_event_clock). One row, always.
+CREATE TABLE jobq.event_clock (
+    id       integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    shift    bigint  NOT NULL DEFAULT 0 CHECK (shift >= 0),
+    restored boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE jobq.event_clock IS
+    'The event stream''s clock: order keys are transaction ids plus shift (non-zero after a restore).';
+INSERT INTO jobq.event_clock DEFAULT VALUES;
+
+-- After a restore: the shift that puts every key written from now on after
+-- every key the restored data holds (events, and the jobs' event_xid, which
+-- bound their next event's key). Keys are a transaction id plus the shift,
+-- and no transaction that can still write has an id below the oldest one
+-- running now, so that one is the base. The row lock makes concurrent first
+-- writers wait for the one that computes it, then use its result.
+CREATE FUNCTION jobq._restart_event_clock()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_restored boolean;
+    v_shift bigint;
+    v_top numeric;
+BEGIN
+    SELECT c.restored, c.shift INTO v_restored, v_shift FROM jobq.event_clock c FOR UPDATE;
+    IF NOT v_restored THEN
+        RETURN v_shift;
+    END IF;
+    SELECT greatest((SELECT max(e.ord_xid) FROM jobq.event_batches e),
+                    (SELECT max(j.event_xid) FROM jobq.live_jobs j),
+                    (SELECT max(h.event_xid) FROM jobq.job_history h))::text::numeric
+    INTO v_top;
+    v_shift := greatest(0, coalesce(v_top, 0) + 1
+                           - pg_snapshot_xmin(pg_current_snapshot())::text::numeric);
+    UPDATE jobq.event_clock SET shift = v_shift, restored = false;
+    RAISE LOG 'jobq: first change after a restore; event order keys are shifted by %', v_shift;
+    RETURN v_shift;
+END;
+$$;
+
+-- The order key of an event written now: this transaction's id (which it
+-- assigns, if the transaction has none yet) plus the clock's shift. Every
+-- key a transaction writes is at least this, raised to the job's event_xid.
+-- Callers take it once per statement, as an uncorrelated subquery or a
+-- variable, never per row.
+CREATE FUNCTION jobq._event_key()
+RETURNS xid8
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_shift bigint;
+    v_restored boolean;
+BEGIN
+    SELECT c.shift, c.restored INTO v_shift, v_restored FROM jobq.event_clock c;
+    IF v_restored THEN
+        v_shift := jobq._restart_event_clock();
+    END IF;
+    IF coalesce(v_shift, 0) = 0 THEN
+        RETURN pg_current_xact_id();
+    END IF;
+    RETURN (pg_current_xact_id()::text::numeric + v_shift)::text::xid8;
+END;
+$$;
+
+-- Events with keys below this are final for the calling snapshot: every
+-- transaction that could still write a smaller key has ended. That is the
+-- snapshot's xmin, shifted like the keys; while a restore awaits its first
+-- writer, every stored event is a restored, committed one.
+CREATE FUNCTION jobq._event_horizon()
+RETURNS xid8
+LANGUAGE sql STABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN c.restored THEN '18446744073709551615'::xid8
+                WHEN c.shift = 0 THEN pg_snapshot_xmin(pg_current_snapshot())
+                ELSE (pg_snapshot_xmin(pg_current_snapshot())::text::numeric + c.shift)::text::xid8
+           END
+    FROM jobq.event_clock c
+$$;
 
 -- One row per event, with the columns of 0.1.0's events table (xid is the
 -- stream's order key, ord_xid), for operators and scripts that read events
@@ -187,7 +279,7 @@ $$;
 -- in (ord_xid, id) order. Each row carries the cursor to pass back for the rest.
 --
 -- Never skips an event: a row is returned only once its ord_xid is below the
--- snapshot's xmin, i.e. once every transaction that could still commit an
+-- snapshot's xmin (jobq._event_horizon), i.e. once every transaction that could still commit an
 -- event ordered before it has ended. Ids alone would not do: a transaction
 -- that took a lower id may commit after a higher id was read. The price is
 -- delay, never loss: a transaction that has written anything, in any
@@ -211,7 +303,7 @@ SET search_path = jobq, pg_catalog, pg_temp
 AS $$
     SELECT x.ord_xid::text || '-' || x.event_id::text, x.event_id, x.job_id, x.job_type, x.queue,
            x.event, x.from_state, x.to_state, x.attempt, x.worker, x.message, x.at
-    FROM jobq._events_cursor($1, $2) AS c
+    FROM (SELECT k.*, jobq._event_horizon() AS horizon FROM jobq._events_cursor($1, $2) AS k) AS c
     -- Every commit this snapshot sees is on disk before a row is returned:
     -- grabs may commit without waiting for the flush (durable => false).
     CROSS JOIN (SELECT jobq._flush_wal()) AS flushed
@@ -222,7 +314,7 @@ AS $$
         CROSS JOIN LATERAL unnest(e.job_ids, e.attempts, e.messages)
                                WITH ORDINALITY AS u(job_id, attempt, message, k)
         WHERE (e.ord_xid, e.id) > (c.after_xid, c.after_id - 131072)
-          AND e.ord_xid < pg_snapshot_xmin(pg_current_snapshot())
+          AND e.ord_xid < c.horizon
           AND (e.ord_xid, e.id + u.k - 1) > (c.after_xid, c.after_id)
         ORDER BY e.ord_xid, e.id, u.k
         LIMIT c.max_events

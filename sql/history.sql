@@ -8,8 +8,8 @@
 -- type's retention is hidden from every function and view at once
 -- (_retained), so retention per type holds to the second while storage is
 -- reclaimed a day at a time, without deleting rows one by one. Rows of days
--- without a partition land in job_history_default, which maintenance empties
--- into the right partition when it creates it, and prunes row by row.
+-- without a partition land in job_history_default and stay there; maintenance
+-- prunes them row by row.
 -- ============================================================================
 
 -- Whether a finished job is still retained: finished no longer ago than its
@@ -51,10 +51,14 @@ AS $$
 $$;
 
 -- Creates the partitions for the UTC days of p_from .. p_to that do not exist
--- yet, moving any rows of those days out of the default partition first (the
--- attach checks that it holds none). The new table is made on its own and
+-- yet, each with its own index on id. The new table is made on its own and
 -- attached, which takes a lighter lock on job_history than CREATE TABLE ...
--- PARTITION OF: finishing jobs go on meanwhile. Returns how many it created.
+-- PARTITION OF: finishing jobs go on meanwhile. A day that already has rows
+-- in the default partition (the day of installation, or a server that ran
+-- without maintenance for days) gets none: its rows stay there and are
+-- pruned row by row. Moving them would make them vanish, for an instant,
+-- from readers whose plan predates the new partition. Returns how many it
+-- created.
 CREATE FUNCTION jobq._create_history_partitions(p_from timestamptz, p_to timestamptz)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE STRICT
@@ -73,19 +77,25 @@ BEGIN
         CONTINUE WHEN EXISTS (SELECT 1 FROM jobq._history_partitions() p WHERE p.name = v_name);
         v_lo := v_day::timestamp AT TIME ZONE 'UTC';
         v_hi := (v_day + 1)::timestamp AT TIME ZONE 'UTC';
-        EXECUTE format('CREATE TABLE jobq.%I (LIKE jobq.job_history INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
-                       v_name);
-        -- The privileges of job_history itself (security.sql), so that no
-        -- partition is readable by more roles than the table.
-        EXECUTE format('REVOKE ALL ON jobq.%I FROM PUBLIC', v_name);
-        EXECUTE format('GRANT SELECT ON jobq.%I TO jobq_admin', v_name);
-        EXECUTE format('WITH moved AS (DELETE FROM jobq.job_history_default d '
-                       'WHERE d.finished_at >= $1 AND d.finished_at < $2 RETURNING d.*) '
-                       'INSERT INTO jobq.%I SELECT * FROM moved', v_name)
-        USING v_lo, v_hi;
-        EXECUTE format('ALTER TABLE jobq.job_history ATTACH PARTITION jobq.%I FOR VALUES FROM (%L) TO (%L)',
-                       v_name, v_lo, v_hi);
-        v_count := v_count + 1;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM jobq.job_history_default d
+                              WHERE d.finished_at >= v_lo AND d.finished_at < v_hi);
+        BEGIN
+            EXECUTE format('CREATE TABLE jobq.%I (LIKE jobq.job_history INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                           v_name);
+            -- The privileges of job_history itself (security.sql), so that no
+            -- partition is readable by more roles than the table.
+            EXECUTE format('REVOKE ALL ON jobq.%I FROM PUBLIC', v_name);
+            EXECUTE format('GRANT SELECT ON jobq.%I TO jobq_admin', v_name);
+            -- Its own index (job_history has none: see schema.sql).
+            EXECUTE format('CREATE INDEX %I ON jobq.%I (id)', v_name || '_id_idx', v_name);
+            EXECUTE format('ALTER TABLE jobq.job_history ATTACH PARTITION jobq.%I FOR VALUES FROM (%L) TO (%L)',
+                           v_name, v_lo, v_hi);
+            v_count := v_count + 1;
+        EXCEPTION WHEN check_violation THEN
+            -- A job of that day finished into the default partition since
+            -- the check above: the day stays there, like the others.
+            NULL;
+        END;
     END LOOP;
     RETURN v_count;
 END;
@@ -110,9 +120,10 @@ BEGIN
 END;
 $$;
 
--- Keeps the history's partitions: creates those of today and the next two
--- days, drops whole days older than the longest retention, and deletes up to
--- p_limit old rows of the default partition. A partition that cannot be
+-- Keeps the history's partitions: creates those of the next three days
+-- (from the first that begins an hour from now), drops whole days older than
+-- the longest retention, and deletes up to p_limit old rows of the default
+-- partition. A partition that cannot be
 -- dropped at once (a query holds the history) is left for the next run
 -- rather than waited for: dropping locks the whole history table. Returns
 -- {created, dropped, pruned_jobs (rows deleted from the default partition)}.
@@ -129,7 +140,20 @@ DECLARE
     v_part record;
     v_lock_timeout constant text := current_setting('lock_timeout');
 BEGIN
-    v_created := jobq._create_history_partitions(p_now, p_now + interval '2 days');
+    -- Only days that begin an hour from now or later: a job finishing while
+    -- its day's partition is attached fails (PostgreSQL routed it to the
+    -- default partition, whose constraint the attach has just narrowed), so
+    -- a day that has begun keeps its rows in the default partition.
+    -- And not before the database holds a job: a restore runs CREATE
+    -- EXTENSION before it creates the dumped partitions, and one made in
+    -- between would take a dumped name.
+    IF EXISTS (SELECT 1 FROM jobq.live_jobs) OR EXISTS (SELECT 1 FROM jobq.job_history) THEN
+        v_created := jobq._create_history_partitions(
+            (((p_now + interval '1 hour') AT TIME ZONE 'UTC')::date + 1)::timestamp AT TIME ZONE 'UTC',
+            p_now + interval '3 days');
+    ELSE
+        v_created := 0;
+    END IF;
     FOR v_part IN SELECT p.name FROM jobq._history_partitions() p
                   WHERE (p.day + 1)::timestamp AT TIME ZONE 'UTC' <= v_horizon LOOP
         BEGIN

@@ -248,6 +248,9 @@ DECLARE
     v_ids bigint[] := '{}';
     v_created boolean[] := '{}';
     v_emitted integer;
+    -- The order key of this call's 'enqueued' events, and so the first
+    -- event_xid of its jobs.
+    v_key constant xid8 := jobq._event_key();
     v_has_parents constant boolean := EXISTS (
         SELECT 1 FROM unnest(p_specs) AS u
         WHERE cardinality(u.depends_on) > 0 OR cardinality(u.depends_on_index) > 0);
@@ -258,13 +261,13 @@ BEGIN
         WITH ins AS (
             INSERT INTO jobq.live_jobs AS j (job_type, queue, args, priority, run_at, expires_at,
                                         max_attempts, unique_key, created_at, state, depends_on,
-                                        run_anyway)
+                                        run_anyway, event_xid)
             SELECT u.job_type, coalesce(u.queue, 'default'), coalesce(u.args, '{}'),
                    coalesce(u.priority, 0), coalesce(u.run_at, p_now), u.expires_at,
                    coalesce(u.max_attempts, t.max_attempts, d.max_attempts, 25), NULL, p_now,
                    CASE WHEN cardinality(u.depends_on) > 0 OR cardinality(u.depends_on_index) > 0
                         THEN 'blocked' ELSE 'waiting' END,
-                   u.depends_on, coalesce(u.run_anyway, false)
+                   u.depends_on, coalesce(u.run_anyway, false), v_key
             FROM unnest(p_specs) WITH ORDINALITY
                      AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key,
                           expires_at, depends_on, run_anyway, depends_on_index, ord)
@@ -288,7 +291,7 @@ BEGIN
             LOOP
                 INSERT INTO jobq.live_jobs AS j (job_type, queue, args, priority, run_at, expires_at,
                                             max_attempts, unique_key, created_at, state, depends_on,
-                                            run_anyway)
+                                            run_anyway, event_xid)
                 SELECT v_spec.job_type, coalesce(v_spec.queue, 'default'),
                        coalesce(v_spec.args, '{}'), coalesce(v_spec.priority, 0),
                        coalesce(v_spec.run_at, p_now), v_spec.expires_at,
@@ -296,7 +299,7 @@ BEGIN
                        CASE WHEN cardinality(v_spec.depends_on) > 0
                                  OR cardinality(v_spec.depends_on_index) > 0
                             THEN 'blocked' ELSE 'waiting' END,
-                       v_spec.depends_on, coalesce(v_spec.run_anyway, false)
+                       v_spec.depends_on, coalesce(v_spec.run_anyway, false), v_key
                 FROM jobq._type_settings(v_spec.job_type) AS s
                 ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
                 RETURNING j.id INTO v_id;
@@ -516,7 +519,7 @@ BEGIN
                g.failures || jobq._failure(g.attempts, 'lease_expired',
                                            'lease expired at ' || g.locked_until, g.worker, p_now),
                NULL, g.notes, g.cancel_requested_at, g.depends_on, g.run_anyway,
-               g.has_dependants, greatest(pg_current_xact_id(), g.event_xid)
+               g.has_dependants, greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING id, job_type, queue, state, attempts, worker, event_xid, failures -> -1 ->> 'message' AS message
     )
@@ -544,7 +547,7 @@ BEGIN
                                                    'lease expired at ' || j.locked_until,
                                                    j.worker, p_now),
             lease_token = NULL, locked_until = NULL, running_type = NULL,
-            event_xid = greatest(pg_current_xact_id(), j.event_xid)
+            event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
         FROM expired
         WHERE j.id = expired.id
         RETURNING j.id, j.job_type, j.queue, j.attempts, j.worker, j.event_xid,
@@ -609,7 +612,7 @@ BEGIN
                g.run_at, g.created_at, g.expires_at, g.started_at, g.attempted_at, p_now, g.worker,
                g.unique_key, g.args, NULL, g.failures, NULL, g.notes, g.cancel_requested_at,
                g.depends_on, g.run_anyway, g.has_dependants,
-               greatest(pg_current_xact_id(), g.event_xid)
+               greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING id
     )
@@ -618,7 +621,7 @@ BEGIN
                       array_fill('expired'::text, ARRAY[count(*)::integer]),
                       array_agg(g.job_type ORDER BY g.id), array_agg(g.queue ORDER BY g.id),
                       array_agg(g.attempts ORDER BY g.id), NULL,
-                      array_agg(greatest(pg_current_xact_id(), g.event_xid) ORDER BY g.id),
+                      array_agg(greatest((SELECT jobq._event_key()), g.event_xid) ORDER BY g.id),
                       NULL, NULL, array_agg(g.state ORDER BY g.id))
     INTO v_count, v_dummy
     FROM gone g;

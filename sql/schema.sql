@@ -97,8 +97,9 @@ CREATE TABLE jobq.live_jobs (
     running_type    text,
     -- Where the job's latest event sits in the event stream (see
     -- sql/events.sql): every change orders its event at or after this, so a
-    -- job's events read in the order they happened.
-    event_xid       xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    -- job's events read in the order they happened. Every insert of jobq's
+    -- sets it; 0 orders before any key.
+    event_xid       xid8        NOT NULL DEFAULT '0',
     CONSTRAINT live_jobs_state_check CHECK (state IN ('blocked', 'waiting', 'running')),
     CONSTRAINT live_jobs_lease_check CHECK ((state = 'running') =
         (lease_token IS NOT NULL AND locked_until IS NOT NULL)),
@@ -193,12 +194,15 @@ CREATE TABLE jobq.job_history (
 ) PARTITION BY RANGE (finished_at);
 COMMENT ON TABLE jobq.job_history IS
     'Finished jobs, partitioned by day of finished_at; retention drops whole partitions.';
+-- Rows of days that no partition covers (before maintenance made one).
+CREATE TABLE jobq.job_history_default PARTITION OF jobq.job_history DEFAULT;
 -- jq_details, jq_retry and dependencies look finished jobs up by id. Ids are
 -- not unique per partition key, so this is a plain index; a job is in exactly
 -- one of live_jobs and job_history because every move is one statement.
-CREATE INDEX job_history_id_idx ON jobq.job_history (id);
--- Rows of days that no partition covers (before maintenance made one).
-CREATE TABLE jobq.job_history_default PARTITION OF jobq.job_history DEFAULT;
+-- Each partition has its own (_create_history_partitions makes them), and
+-- job_history has none: a partitioned index would add one to every
+-- partition that a restore attaches, before the dump creates the same one.
+CREATE INDEX job_history_default_id_idx ON jobq.job_history_default (id);
 
 -- What jq_enqueue_many and jq_replace accept, one element per job. Keeping it a
 -- type gives the single and the batch enqueue one validation and one insert path.

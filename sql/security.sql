@@ -84,8 +84,9 @@ GRANT INSERT, UPDATE, DELETE ON jobq.job_types TO jobq_admin;
 
 GRANT EXECUTE ON FUNCTION jobq.jq_announce_due(interval), jobq.jq_wakeup_workers() TO jobq_admin;
 
--- Start the wake-up worker of this database now rather than at its first grab.
-SELECT jobq._ensure_wakeup_worker();
+-- The wake-up worker is not started here but by the first grab, as after
+-- every server restart: a restore runs CREATE EXTENSION before it loads the
+-- rows, and maintenance must not act on a database that is half restored.
 
 -- The worker runtime's batch heartbeat and the hand-back of prefetched jobs.
 GRANT EXECUTE ON FUNCTION
@@ -109,6 +110,8 @@ GRANT SELECT ON jobq.queue_stats, jobq.running_jobs, jobq.failed_jobs, jobq.work
 TO jobq_observer, jobq_admin;
 GRANT UPDATE (every, budget) ON jobq.maintenance TO jobq_admin;
 
--- The history partitions a fresh installation starts with (maintenance makes
--- the next ones); here, once the roles they are granted to exist.
-SELECT jobq._create_history_partitions(clock_timestamp(), clock_timestamp() + interval '2 days');
+-- No history partition is made here: tables made by CREATE EXTENSION belong
+-- to the extension, and pg_dump would leave their rows out (and a restore,
+-- which runs CREATE EXTENSION before creating the dumped partitions, would
+-- find their names taken). Finished jobs land in job_history_default until
+-- maintenance makes the day's partition and moves them there.

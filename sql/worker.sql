@@ -160,7 +160,7 @@ BEGIN
             SET state = 'running', attempts = j.attempts + 1,
                 lease_token = gen_random_uuid(), locked_until = v_now + v_lease,
                 worker = jq_grab.worker, started_at = coalesce(j.started_at, v_now),
-                attempted_at = v_now, event_xid = greatest(pg_current_xact_id(), j.event_xid)
+                attempted_at = v_now, event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
             FROM picked
             WHERE j.id = picked.id
             RETURNING j.*
@@ -246,7 +246,7 @@ BEGIN
         SET state = 'running', attempts = j.attempts + 1,
             lease_token = gen_random_uuid(), locked_until = v_now + v_lease,
             worker = jq_grab.worker, started_at = coalesce(j.started_at, v_now),
-            attempted_at = v_now, event_xid = greatest(pg_current_xact_id(), j.event_xid),
+            attempted_at = v_now, event_xid = greatest((SELECT jobq._event_key()), j.event_xid),
             running_type = CASE WHEN j.job_type = ANY (v_limited) THEN j.job_type END
         FROM picked
         WHERE j.id = picked.id
@@ -376,7 +376,7 @@ BEGIN
                g.run_at, g.created_at, g.expires_at, g.started_at, g.attempted_at, p_now, g.worker,
                g.unique_key, g.args, g.new_result, g.failures, NULL, g.notes,
                g.cancel_requested_at, g.depends_on, g.run_anyway, g.has_dependants,
-               greatest(pg_current_xact_id(), g.event_xid)
+               greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING id, job_type, queue, attempts, worker, event_xid
     ), recorded AS (
@@ -416,7 +416,7 @@ BEGIN
                g.unique_key, g.args, NULL,
                CASE WHEN p_failure IS NULL THEN g.failures ELSE g.failures || p_failure END,
                p_replaced_by, g.notes, g.cancel_requested_at, g.depends_on, g.run_anyway,
-               g.has_dependants, greatest(pg_current_xact_id(), g.event_xid)
+               g.has_dependants, greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING id, job_type, queue, attempts, worker, event_xid
     )
@@ -492,7 +492,7 @@ BEGIN
         run_at = v_now + coalesce(jq_temp_fail.retry_in, jobq._backoff(j.job_type, j.attempts)),
         failures = j.failures || jobq._failure(j.attempts, 'temp_fail', jq_temp_fail.message, j.worker, v_now),
         lease_token = NULL, locked_until = NULL, running_type = NULL,
-        event_xid = greatest(pg_current_xact_id(), j.event_xid)
+        event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
     WHERE j.id = jq_temp_fail.id
     RETURNING j.run_at INTO v_run_at;
     PERFORM jobq._emit_live(jq_temp_fail.id, 'temp_failed', 'running', left(coalesce(jq_temp_fail.message, ''), 8192));
@@ -574,10 +574,10 @@ BEGIN
             v_job.max_attempts, v_job.run_at, v_job.created_at, v_job.expires_at, v_job.started_at,
             v_job.attempted_at, v_now, v_job.worker, v_job.unique_key, v_job.args, NULL,
             v_job.failures, v_ids, v_job.notes, v_job.cancel_requested_at, v_job.depends_on,
-            v_job.run_anyway, v_job.has_dependants, greatest(pg_current_xact_id(), v_job.event_xid));
+            v_job.run_anyway, v_job.has_dependants, greatest((SELECT jobq._event_key()), v_job.event_xid));
     PERFORM jobq._emit('replaced', 'running', ARRAY[v_job.id], ARRAY['replaced'], ARRAY[v_job.job_type],
                        ARRAY[v_job.queue], ARRAY[v_job.attempts], ARRAY[v_job.worker],
-                       ARRAY[greatest(pg_current_xact_id(), v_job.event_xid)]);
+                       ARRAY[greatest((SELECT jobq._event_key()), v_job.event_xid)]);
     IF v_job.has_dependants THEN
         PERFORM jobq._release_dependants(jq_replace.id, 'replaced', v_ids, v_now);
     END IF;
@@ -605,7 +605,7 @@ DECLARE
     v_until timestamptz;
 BEGIN
     UPDATE jobq.live_jobs j
-    SET locked_until = v_now + v_lease, event_xid = greatest(pg_current_xact_id(), j.event_xid)
+    SET locked_until = v_now + v_lease, event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
     WHERE j.id = jq_extend.id AND j.lease_token = jq_extend.lease_token
       AND j.state = 'running' AND j.locked_until > clock_timestamp()
       AND j.cancel_requested_at IS NULL
@@ -649,7 +649,7 @@ BEGIN
         -- No state = 'running' in the fence, as in _finish_running: the
         -- token implies it, and the join stays driven by the input.
         UPDATE jobq.live_jobs j
-        SET locked_until = v_now + v_lease, event_xid = greatest(pg_current_xact_id(), j.event_xid)
+        SET locked_until = v_now + v_lease, event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
         FROM input
         WHERE j.id = input.id AND j.lease_token = input.token
           AND j.locked_until > clock_timestamp()
@@ -731,7 +731,7 @@ BEGIN
                 -- grab has not started yet.
                 started_at = CASE WHEN j.attempts > 1 THEN j.started_at END,
                 lease_token = NULL, locked_until = NULL, running_type = NULL,
-                event_xid = greatest(pg_current_xact_id(), j.event_xid)
+                event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
             WHERE j.id = r.id;
             PERFORM jobq._emit_live(r.id, 'released', 'running');
         END IF;

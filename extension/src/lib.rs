@@ -80,6 +80,11 @@ extension_sql_file!(
     name = "limits",
     requires = ["maintenance"]
 );
+extension_sql_file!(
+    "../../sql/backup.sql",
+    name = "backup",
+    requires = ["limits"]
+);
 extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 
 /// The version of the loaded library. It must equal the installed SQL

@@ -12,6 +12,11 @@
 -- job's lease gets its deadline row. Functions, views and triggers are
 -- recreated from 0.3.0's definitions. The rebuild locks jobq.live_jobs for as
 -- long as copying the unfinished jobs takes.
+--
+-- Backups: every table of user data is marked for pg_dump, the history's
+-- dated partitions leave the extension (pg_dump dumps them as tables), and
+-- the event stream gets a clock (jobq.event_clock) that keeps its order
+-- after a restore into a cluster whose transaction ids are behind.
 -- ============================================================================
 
 -- 0.2.0's views, trigger and SQL functions go; the compiled functions stay.
@@ -105,8 +110,9 @@ CREATE TABLE jobq.live_jobs (
     running_type    text,
     -- Where the job's latest event sits in the event stream (see
     -- sql/events.sql): every change orders its event at or after this, so a
-    -- job's events read in the order they happened.
-    event_xid       xid8        NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
+    -- job's events read in the order they happened. Every insert of jobq's
+    -- sets it; 0 orders before any key.
+    event_xid       xid8        NOT NULL DEFAULT '0',
     CONSTRAINT live_jobs_state_check CHECK (state IN ('blocked', 'waiting', 'running')),
     CONSTRAINT live_jobs_lease_check CHECK ((state = 'running') =
         (lease_token IS NOT NULL AND locked_until IS NOT NULL)),
@@ -187,6 +193,60 @@ SELECT pg_catalog.setval('jobq.live_jobs_id_seq', s.last_value, s.is_called)
 FROM jobq.live_jobs_0_2_0_id_seq s;
 DROP TABLE jobq.live_jobs_0_2_0;
 ANALYZE jobq.live_jobs;
+
+-- The event stream's clock (as in events.sql): keys stay transaction ids
+-- until a restore needs them shifted.
+CREATE TABLE jobq.event_clock (
+    id       integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    shift    bigint  NOT NULL DEFAULT 0 CHECK (shift >= 0),
+    restored boolean NOT NULL DEFAULT false
+);
+COMMENT ON TABLE jobq.event_clock IS
+    'The event stream''s clock: order keys are transaction ids plus shift (non-zero after a restore).';
+INSERT INTO jobq.event_clock DEFAULT VALUES;
+
+-- The history's partitions leave the extension, so that pg_dump dumps them
+-- with their rows (0.2.0 made the first ones in CREATE EXTENSION), and each
+-- gets an index of its own in place of job_history's partitioned one, which
+-- a restore would add to every partition it attaches before creating the
+-- dumped index of the same name.
+DROP INDEX jobq.job_history_id_idx;
+CREATE INDEX job_history_default_id_idx ON jobq.job_history_default (id);
+DO $$
+DECLARE
+    v_name text;
+BEGIN
+    FOR v_name IN
+        SELECT c.relname FROM pg_catalog.pg_inherits i
+        JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'jobq.job_history'::regclass AND c.relname ~ '^job_history_p[0-9]{8}$'
+    LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                   WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                     AND d.objid = pg_catalog.format('jobq.%I', v_name)::regclass
+                     AND d.refclassid = 'pg_catalog.pg_extension'::regclass
+                     AND d.deptype = 'e') THEN
+            EXECUTE pg_catalog.format('ALTER EXTENSION jobq DROP TABLE jobq.%I', v_name);
+        END IF;
+        EXECUTE pg_catalog.format('CREATE INDEX %I ON jobq.%I (id)', v_name || '_id_idx', v_name);
+    END LOOP;
+END;
+$$;
+
+-- Every table of user data and its sequences are dumped by pg_dump (see
+-- backup.sql).
+SELECT pg_catalog.pg_extension_config_dump('jobq.job_types', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.live_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.live_jobs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.lease_deadlines', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.job_history_default', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.job_dependencies', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.queues', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.seen_workers', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.maintenance', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.event_batches', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.event_ids', '');
+SELECT pg_catalog.pg_extension_config_dump('jobq.event_clock', '');
 
 -- ---------------------------------------------------------------------------
 -- internal.sql
@@ -441,6 +501,9 @@ DECLARE
     v_ids bigint[] := '{}';
     v_created boolean[] := '{}';
     v_emitted integer;
+    -- The order key of this call's 'enqueued' events, and so the first
+    -- event_xid of its jobs.
+    v_key constant xid8 := jobq._event_key();
     v_has_parents constant boolean := EXISTS (
         SELECT 1 FROM unnest(p_specs) AS u
         WHERE cardinality(u.depends_on) > 0 OR cardinality(u.depends_on_index) > 0);
@@ -451,13 +514,13 @@ BEGIN
         WITH ins AS (
             INSERT INTO jobq.live_jobs AS j (job_type, queue, args, priority, run_at, expires_at,
                                         max_attempts, unique_key, created_at, state, depends_on,
-                                        run_anyway)
+                                        run_anyway, event_xid)
             SELECT u.job_type, coalesce(u.queue, 'default'), coalesce(u.args, '{}'),
                    coalesce(u.priority, 0), coalesce(u.run_at, p_now), u.expires_at,
                    coalesce(u.max_attempts, t.max_attempts, d.max_attempts, 25), NULL, p_now,
                    CASE WHEN cardinality(u.depends_on) > 0 OR cardinality(u.depends_on_index) > 0
                         THEN 'blocked' ELSE 'waiting' END,
-                   u.depends_on, coalesce(u.run_anyway, false)
+                   u.depends_on, coalesce(u.run_anyway, false), v_key
             FROM unnest(p_specs) WITH ORDINALITY
                      AS u(job_type, args, queue, priority, run_at, max_attempts, unique_key,
                           expires_at, depends_on, run_anyway, depends_on_index, ord)
@@ -481,7 +544,7 @@ BEGIN
             LOOP
                 INSERT INTO jobq.live_jobs AS j (job_type, queue, args, priority, run_at, expires_at,
                                             max_attempts, unique_key, created_at, state, depends_on,
-                                            run_anyway)
+                                            run_anyway, event_xid)
                 SELECT v_spec.job_type, coalesce(v_spec.queue, 'default'),
                        coalesce(v_spec.args, '{}'), coalesce(v_spec.priority, 0),
                        coalesce(v_spec.run_at, p_now), v_spec.expires_at,
@@ -489,7 +552,7 @@ BEGIN
                        CASE WHEN cardinality(v_spec.depends_on) > 0
                                  OR cardinality(v_spec.depends_on_index) > 0
                             THEN 'blocked' ELSE 'waiting' END,
-                       v_spec.depends_on, coalesce(v_spec.run_anyway, false)
+                       v_spec.depends_on, coalesce(v_spec.run_anyway, false), v_key
                 FROM jobq._type_settings(v_spec.job_type) AS s
                 ON CONFLICT (job_type, unique_key) WHERE unique_key IS NOT NULL DO NOTHING
                 RETURNING j.id INTO v_id;
@@ -709,7 +772,7 @@ BEGIN
                g.failures || jobq._failure(g.attempts, 'lease_expired',
                                            'lease expired at ' || g.locked_until, g.worker, p_now),
                NULL, g.notes, g.cancel_requested_at, g.depends_on, g.run_anyway,
-               g.has_dependants, greatest(pg_current_xact_id(), g.event_xid)
+               g.has_dependants, greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING id, job_type, queue, state, attempts, worker, event_xid, failures -> -1 ->> 'message' AS message
     )
@@ -737,7 +800,7 @@ BEGIN
                                                    'lease expired at ' || j.locked_until,
                                                    j.worker, p_now),
             lease_token = NULL, locked_until = NULL, running_type = NULL,
-            event_xid = greatest(pg_current_xact_id(), j.event_xid)
+            event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
         FROM expired
         WHERE j.id = expired.id
         RETURNING j.id, j.job_type, j.queue, j.attempts, j.worker, j.event_xid,
@@ -802,7 +865,7 @@ BEGIN
                g.run_at, g.created_at, g.expires_at, g.started_at, g.attempted_at, p_now, g.worker,
                g.unique_key, g.args, NULL, g.failures, NULL, g.notes, g.cancel_requested_at,
                g.depends_on, g.run_anyway, g.has_dependants,
-               greatest(pg_current_xact_id(), g.event_xid)
+               greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING id
     )
@@ -811,7 +874,7 @@ BEGIN
                       array_fill('expired'::text, ARRAY[count(*)::integer]),
                       array_agg(g.job_type ORDER BY g.id), array_agg(g.queue ORDER BY g.id),
                       array_agg(g.attempts ORDER BY g.id), NULL,
-                      array_agg(greatest(pg_current_xact_id(), g.event_xid) ORDER BY g.id),
+                      array_agg(greatest((SELECT jobq._event_key()), g.event_xid) ORDER BY g.id),
                       NULL, NULL, array_agg(g.state ORDER BY g.id))
     INTO v_count, v_dummy
     FROM gone g;
@@ -822,6 +885,79 @@ $$;
 -- ---------------------------------------------------------------------------
 -- events.sql
 -- ---------------------------------------------------------------------------
+-- After a restore: the shift that puts every key written from now on after
+-- every key the restored data holds (events, and the jobs' event_xid, which
+-- bound their next event's key). Keys are a transaction id plus the shift,
+-- and no transaction that can still write has an id below the oldest one
+-- running now, so that one is the base. The row lock makes concurrent first
+-- writers wait for the one that computes it, then use its result.
+CREATE FUNCTION jobq._restart_event_clock()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_restored boolean;
+    v_shift bigint;
+    v_top numeric;
+BEGIN
+    SELECT c.restored, c.shift INTO v_restored, v_shift FROM jobq.event_clock c FOR UPDATE;
+    IF NOT v_restored THEN
+        RETURN v_shift;
+    END IF;
+    SELECT greatest((SELECT max(e.ord_xid) FROM jobq.event_batches e),
+                    (SELECT max(j.event_xid) FROM jobq.live_jobs j),
+                    (SELECT max(h.event_xid) FROM jobq.job_history h))::text::numeric
+    INTO v_top;
+    v_shift := greatest(0, coalesce(v_top, 0) + 1
+                           - pg_snapshot_xmin(pg_current_snapshot())::text::numeric);
+    UPDATE jobq.event_clock SET shift = v_shift, restored = false;
+    RAISE LOG 'jobq: first change after a restore; event order keys are shifted by %', v_shift;
+    RETURN v_shift;
+END;
+$$;
+
+-- The order key of an event written now: this transaction's id (which it
+-- assigns, if the transaction has none yet) plus the clock's shift. Every
+-- key a transaction writes is at least this, raised to the job's event_xid.
+-- Callers take it once per statement, as an uncorrelated subquery or a
+-- variable, never per row.
+CREATE FUNCTION jobq._event_key()
+RETURNS xid8
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_shift bigint;
+    v_restored boolean;
+BEGIN
+    SELECT c.shift, c.restored INTO v_shift, v_restored FROM jobq.event_clock c;
+    IF v_restored THEN
+        v_shift := jobq._restart_event_clock();
+    END IF;
+    IF coalesce(v_shift, 0) = 0 THEN
+        RETURN pg_current_xact_id();
+    END IF;
+    RETURN (pg_current_xact_id()::text::numeric + v_shift)::text::xid8;
+END;
+$$;
+
+-- Events with keys below this are final for the calling snapshot: every
+-- transaction that could still write a smaller key has ended. That is the
+-- snapshot's xmin, shifted like the keys; while a restore awaits its first
+-- writer, every stored event is a restored, committed one.
+CREATE FUNCTION jobq._event_horizon()
+RETURNS xid8
+LANGUAGE sql STABLE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN c.restored THEN '18446744073709551615'::xid8
+                WHEN c.shift = 0 THEN pg_snapshot_xmin(pg_current_snapshot())
+                ELSE (pg_snapshot_xmin(pg_current_snapshot())::text::numeric + c.shift)::text::xid8
+           END
+    FROM jobq.event_clock c
+$$;
+
 -- One row per event, with the columns of 0.1.0's events table (xid is the
 -- stream's order key, ord_xid), for operators and scripts that read events
 -- with plain SQL. Subscribers use jq_events_since.
@@ -941,7 +1077,7 @@ $$;
 -- in (ord_xid, id) order. Each row carries the cursor to pass back for the rest.
 --
 -- Never skips an event: a row is returned only once its ord_xid is below the
--- snapshot's xmin, i.e. once every transaction that could still commit an
+-- snapshot's xmin (jobq._event_horizon), i.e. once every transaction that could still commit an
 -- event ordered before it has ended. Ids alone would not do: a transaction
 -- that took a lower id may commit after a higher id was read. The price is
 -- delay, never loss: a transaction that has written anything, in any
@@ -965,7 +1101,7 @@ SET search_path = jobq, pg_catalog, pg_temp
 AS $$
     SELECT x.ord_xid::text || '-' || x.event_id::text, x.event_id, x.job_id, x.job_type, x.queue,
            x.event, x.from_state, x.to_state, x.attempt, x.worker, x.message, x.at
-    FROM jobq._events_cursor($1, $2) AS c
+    FROM (SELECT k.*, jobq._event_horizon() AS horizon FROM jobq._events_cursor($1, $2) AS k) AS c
     -- Every commit this snapshot sees is on disk before a row is returned:
     -- grabs may commit without waiting for the flush (durable => false).
     CROSS JOIN (SELECT jobq._flush_wal()) AS flushed
@@ -976,7 +1112,7 @@ AS $$
         CROSS JOIN LATERAL unnest(e.job_ids, e.attempts, e.messages)
                                WITH ORDINALITY AS u(job_id, attempt, message, k)
         WHERE (e.ord_xid, e.id) > (c.after_xid, c.after_id - 131072)
-          AND e.ord_xid < pg_snapshot_xmin(pg_current_snapshot())
+          AND e.ord_xid < c.horizon
           AND (e.ord_xid, e.id + u.k - 1) > (c.after_xid, c.after_id)
         ORDER BY e.ord_xid, e.id, u.k
         LIMIT c.max_events
@@ -1086,8 +1222,8 @@ COMMENT ON FUNCTION jobq.jq_prune_events IS 'Delete the events older than their 
 -- type's retention is hidden from every function and view at once
 -- (_retained), so retention per type holds to the second while storage is
 -- reclaimed a day at a time, without deleting rows one by one. Rows of days
--- without a partition land in job_history_default, which maintenance empties
--- into the right partition when it creates it, and prunes row by row.
+-- without a partition land in job_history_default and stay there; maintenance
+-- prunes them row by row.
 -- ============================================================================
 
 -- Whether a finished job is still retained: finished no longer ago than its
@@ -1129,10 +1265,14 @@ AS $$
 $$;
 
 -- Creates the partitions for the UTC days of p_from .. p_to that do not exist
--- yet, moving any rows of those days out of the default partition first (the
--- attach checks that it holds none). The new table is made on its own and
+-- yet, each with its own index on id. The new table is made on its own and
 -- attached, which takes a lighter lock on job_history than CREATE TABLE ...
--- PARTITION OF: finishing jobs go on meanwhile. Returns how many it created.
+-- PARTITION OF: finishing jobs go on meanwhile. A day that already has rows
+-- in the default partition (the day of installation, or a server that ran
+-- without maintenance for days) gets none: its rows stay there and are
+-- pruned row by row. Moving them would make them vanish, for an instant,
+-- from readers whose plan predates the new partition. Returns how many it
+-- created.
 CREATE FUNCTION jobq._create_history_partitions(p_from timestamptz, p_to timestamptz)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE STRICT
@@ -1151,19 +1291,25 @@ BEGIN
         CONTINUE WHEN EXISTS (SELECT 1 FROM jobq._history_partitions() p WHERE p.name = v_name);
         v_lo := v_day::timestamp AT TIME ZONE 'UTC';
         v_hi := (v_day + 1)::timestamp AT TIME ZONE 'UTC';
-        EXECUTE format('CREATE TABLE jobq.%I (LIKE jobq.job_history INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
-                       v_name);
-        -- The privileges of job_history itself (security.sql), so that no
-        -- partition is readable by more roles than the table.
-        EXECUTE format('REVOKE ALL ON jobq.%I FROM PUBLIC', v_name);
-        EXECUTE format('GRANT SELECT ON jobq.%I TO jobq_admin', v_name);
-        EXECUTE format('WITH moved AS (DELETE FROM jobq.job_history_default d '
-                       'WHERE d.finished_at >= $1 AND d.finished_at < $2 RETURNING d.*) '
-                       'INSERT INTO jobq.%I SELECT * FROM moved', v_name)
-        USING v_lo, v_hi;
-        EXECUTE format('ALTER TABLE jobq.job_history ATTACH PARTITION jobq.%I FOR VALUES FROM (%L) TO (%L)',
-                       v_name, v_lo, v_hi);
-        v_count := v_count + 1;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM jobq.job_history_default d
+                              WHERE d.finished_at >= v_lo AND d.finished_at < v_hi);
+        BEGIN
+            EXECUTE format('CREATE TABLE jobq.%I (LIKE jobq.job_history INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                           v_name);
+            -- The privileges of job_history itself (security.sql), so that no
+            -- partition is readable by more roles than the table.
+            EXECUTE format('REVOKE ALL ON jobq.%I FROM PUBLIC', v_name);
+            EXECUTE format('GRANT SELECT ON jobq.%I TO jobq_admin', v_name);
+            -- Its own index (job_history has none: see schema.sql).
+            EXECUTE format('CREATE INDEX %I ON jobq.%I (id)', v_name || '_id_idx', v_name);
+            EXECUTE format('ALTER TABLE jobq.job_history ATTACH PARTITION jobq.%I FOR VALUES FROM (%L) TO (%L)',
+                           v_name, v_lo, v_hi);
+            v_count := v_count + 1;
+        EXCEPTION WHEN check_violation THEN
+            -- A job of that day finished into the default partition since
+            -- the check above: the day stays there, like the others.
+            NULL;
+        END;
     END LOOP;
     RETURN v_count;
 END;
@@ -1188,9 +1334,10 @@ BEGIN
 END;
 $$;
 
--- Keeps the history's partitions: creates those of today and the next two
--- days, drops whole days older than the longest retention, and deletes up to
--- p_limit old rows of the default partition. A partition that cannot be
+-- Keeps the history's partitions: creates those of the next three days
+-- (from the first that begins an hour from now), drops whole days older than
+-- the longest retention, and deletes up to p_limit old rows of the default
+-- partition. A partition that cannot be
 -- dropped at once (a query holds the history) is left for the next run
 -- rather than waited for: dropping locks the whole history table. Returns
 -- {created, dropped, pruned_jobs (rows deleted from the default partition)}.
@@ -1207,7 +1354,20 @@ DECLARE
     v_part record;
     v_lock_timeout constant text := current_setting('lock_timeout');
 BEGIN
-    v_created := jobq._create_history_partitions(p_now, p_now + interval '2 days');
+    -- Only days that begin an hour from now or later: a job finishing while
+    -- its day's partition is attached fails (PostgreSQL routed it to the
+    -- default partition, whose constraint the attach has just narrowed), so
+    -- a day that has begun keeps its rows in the default partition.
+    -- And not before the database holds a job: a restore runs CREATE
+    -- EXTENSION before it creates the dumped partitions, and one made in
+    -- between would take a dumped name.
+    IF EXISTS (SELECT 1 FROM jobq.live_jobs) OR EXISTS (SELECT 1 FROM jobq.job_history) THEN
+        v_created := jobq._create_history_partitions(
+            (((p_now + interval '1 hour') AT TIME ZONE 'UTC')::date + 1)::timestamp AT TIME ZONE 'UTC',
+            p_now + interval '3 days');
+    ELSE
+        v_created := 0;
+    END IF;
     FOR v_part IN SELECT p.name FROM jobq._history_partitions() p
                   WHERE (p.day + 1)::timestamp AT TIME ZONE 'UTC' <= v_horizon LOOP
         BEGIN
@@ -1487,7 +1647,7 @@ BEGIN
             SET state = 'running', attempts = j.attempts + 1,
                 lease_token = gen_random_uuid(), locked_until = v_now + v_lease,
                 worker = jq_grab.worker, started_at = coalesce(j.started_at, v_now),
-                attempted_at = v_now, event_xid = greatest(pg_current_xact_id(), j.event_xid)
+                attempted_at = v_now, event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
             FROM picked
             WHERE j.id = picked.id
             RETURNING j.*
@@ -1573,7 +1733,7 @@ BEGIN
         SET state = 'running', attempts = j.attempts + 1,
             lease_token = gen_random_uuid(), locked_until = v_now + v_lease,
             worker = jq_grab.worker, started_at = coalesce(j.started_at, v_now),
-            attempted_at = v_now, event_xid = greatest(pg_current_xact_id(), j.event_xid),
+            attempted_at = v_now, event_xid = greatest((SELECT jobq._event_key()), j.event_xid),
             running_type = CASE WHEN j.job_type = ANY (v_limited) THEN j.job_type END
         FROM picked
         WHERE j.id = picked.id
@@ -1705,7 +1865,7 @@ BEGIN
                g.run_at, g.created_at, g.expires_at, g.started_at, g.attempted_at, p_now, g.worker,
                g.unique_key, g.args, g.new_result, g.failures, NULL, g.notes,
                g.cancel_requested_at, g.depends_on, g.run_anyway, g.has_dependants,
-               greatest(pg_current_xact_id(), g.event_xid)
+               greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING id, job_type, queue, attempts, worker, event_xid
     ), recorded AS (
@@ -1745,7 +1905,7 @@ BEGIN
                g.unique_key, g.args, NULL,
                CASE WHEN p_failure IS NULL THEN g.failures ELSE g.failures || p_failure END,
                p_replaced_by, g.notes, g.cancel_requested_at, g.depends_on, g.run_anyway,
-               g.has_dependants, greatest(pg_current_xact_id(), g.event_xid)
+               g.has_dependants, greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING id, job_type, queue, attempts, worker, event_xid
     )
@@ -1821,7 +1981,7 @@ BEGIN
         run_at = v_now + coalesce(jq_temp_fail.retry_in, jobq._backoff(j.job_type, j.attempts)),
         failures = j.failures || jobq._failure(j.attempts, 'temp_fail', jq_temp_fail.message, j.worker, v_now),
         lease_token = NULL, locked_until = NULL, running_type = NULL,
-        event_xid = greatest(pg_current_xact_id(), j.event_xid)
+        event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
     WHERE j.id = jq_temp_fail.id
     RETURNING j.run_at INTO v_run_at;
     PERFORM jobq._emit_live(jq_temp_fail.id, 'temp_failed', 'running', left(coalesce(jq_temp_fail.message, ''), 8192));
@@ -1905,10 +2065,10 @@ BEGIN
             v_job.max_attempts, v_job.run_at, v_job.created_at, v_job.expires_at, v_job.started_at,
             v_job.attempted_at, v_now, v_job.worker, v_job.unique_key, v_job.args, NULL,
             v_job.failures, v_ids, v_job.notes, v_job.cancel_requested_at, v_job.depends_on,
-            v_job.run_anyway, v_job.has_dependants, greatest(pg_current_xact_id(), v_job.event_xid));
+            v_job.run_anyway, v_job.has_dependants, greatest((SELECT jobq._event_key()), v_job.event_xid));
     PERFORM jobq._emit('replaced', 'running', ARRAY[v_job.id], ARRAY['replaced'], ARRAY[v_job.job_type],
                        ARRAY[v_job.queue], ARRAY[v_job.attempts], ARRAY[v_job.worker],
-                       ARRAY[greatest(pg_current_xact_id(), v_job.event_xid)]);
+                       ARRAY[greatest((SELECT jobq._event_key()), v_job.event_xid)]);
     IF v_job.has_dependants THEN
         PERFORM jobq._release_dependants(jq_replace.id, 'replaced', v_ids, v_now);
     END IF;
@@ -1937,7 +2097,7 @@ DECLARE
     v_until timestamptz;
 BEGIN
     UPDATE jobq.live_jobs j
-    SET locked_until = v_now + v_lease, event_xid = greatest(pg_current_xact_id(), j.event_xid)
+    SET locked_until = v_now + v_lease, event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
     WHERE j.id = jq_extend.id AND j.lease_token = jq_extend.lease_token
       AND j.state = 'running' AND j.locked_until > clock_timestamp()
       AND j.cancel_requested_at IS NULL
@@ -1982,7 +2142,7 @@ BEGIN
         -- No state = 'running' in the fence, as in _finish_running: the
         -- token implies it, and the join stays driven by the input.
         UPDATE jobq.live_jobs j
-        SET locked_until = v_now + v_lease, event_xid = greatest(pg_current_xact_id(), j.event_xid)
+        SET locked_until = v_now + v_lease, event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
         FROM input
         WHERE j.id = input.id AND j.lease_token = input.token
           AND j.locked_until > clock_timestamp()
@@ -2065,7 +2225,7 @@ BEGIN
                 -- grab has not started yet.
                 started_at = CASE WHEN j.attempts > 1 THEN j.started_at END,
                 lease_token = NULL, locked_until = NULL, running_type = NULL,
-                event_xid = greatest(pg_current_xact_id(), j.event_xid)
+                event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
             WHERE j.id = r.id;
             PERFORM jobq._emit_live(r.id, 'released', 'running');
         END IF;
@@ -2284,7 +2444,6 @@ COMMENT ON FUNCTION jobq.jq_details IS 'Everything known about a job, as jsonb (
 -- queue (jq_resume_queue). Wake-ups only save latency: nothing depends on them for
 -- correctness, and clients still poll now and then.
 -- ============================================================================
-
 CREATE FUNCTION jobq._wakeup_payload(p_queue text, p_job_type text)
 RETURNS text
 LANGUAGE sql IMMUTABLE STRICT
@@ -2534,7 +2693,7 @@ BEGIN
     WHERE c.id = ANY (p_blocked) AND c.state = 'blocked';
     WITH released AS (
         UPDATE jobq.live_jobs c
-        SET state = 'waiting', event_xid = greatest(pg_current_xact_id(), c.event_xid)
+        SET state = 'waiting', event_xid = greatest((SELECT jobq._event_key()), c.event_xid)
         WHERE c.id = ANY (p_blocked) AND c.state = 'blocked' AND c.pending_parents = 0
         RETURNING c.id, c.job_type, c.queue, c.attempts, c.event_xid)
     SELECT array_agg(rel.id ORDER BY rel.id),
@@ -2672,7 +2831,7 @@ BEGIN
         SET pending_parents = c.pending_parents - 1,
             state = CASE WHEN c.pending_parents <= 1 THEN 'waiting' ELSE 'blocked' END,
             event_xid = CASE WHEN c.pending_parents <= 1
-                             THEN greatest(pg_current_xact_id(), c.event_xid) ELSE c.event_xid END
+                             THEN greatest((SELECT jobq._event_key()), c.event_xid) ELSE c.event_xid END
         WHERE c.id = ANY (v_children) AND c.state = 'blocked'
         RETURNING c.id, c.state, c.job_type, c.queue, c.attempts, c.event_xid)
     SELECT array_agg(ch.id ORDER BY ch.id) FILTER (WHERE ch.state = 'waiting'),
@@ -2741,7 +2900,7 @@ BEGIN
         SET pending_parents = j.pending_parents - 1 + counts.added,
             state = CASE WHEN j.pending_parents - 1 + counts.added <= 0 THEN 'waiting'
                          ELSE 'blocked' END,
-            event_xid = greatest(pg_current_xact_id(), j.event_xid)
+            event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
         FROM counts
         WHERE j.id = counts.id AND j.state = 'blocked'
         RETURNING j.id, j.state, j.job_type, j.queue, j.attempts, j.event_xid)
@@ -2831,7 +2990,7 @@ BEGIN
         UPDATE jobq.live_jobs j
         SET cancel_requested_at = coalesce(j.cancel_requested_at, v_now),
             event_xid = CASE WHEN j.cancel_requested_at IS NULL
-                             THEN greatest(pg_current_xact_id(), j.event_xid) ELSE j.event_xid END
+                             THEN greatest((SELECT jobq._event_key()), j.event_xid) ELSE j.event_xid END
         WHERE j.id = jq_cancel.id
         RETURNING j.cancel_requested_at = v_now INTO v_new;
         IF v_new THEN
@@ -2928,7 +3087,7 @@ BEGIN
                g.priority, g.attempts, g.attempts + v_budget, v_now, g.created_at,
                CASE WHEN g.expires_at > v_now THEN g.expires_at END, g.started_at, g.attempted_at,
                NULL, NULL, g.worker, g.unique_key, g.args, g.failures, g.notes, NULL, g.depends_on,
-               0, g.run_anyway, g.has_dependants, greatest(pg_current_xact_id(), g.event_xid)
+               0, g.run_anyway, g.has_dependants, greatest((SELECT jobq._event_key()), g.event_xid)
         FROM gone g
         RETURNING state INTO v_state;
     EXCEPTION WHEN unique_violation THEN
@@ -3039,7 +3198,7 @@ BEGIN
     END IF;
     IF v_notes IS DISTINCT FROM v_old THEN
         UPDATE jobq.live_jobs j
-        SET notes = v_notes, event_xid = greatest(pg_current_xact_id(), j.event_xid)
+        SET notes = v_notes, event_xid = greatest((SELECT jobq._event_key()), j.event_xid)
         WHERE j.id = jq_note.id;
         PERFORM jobq._emit_live(jq_note.id, 'noted', 'running',
                                 left(jobq._notes_change(v_old, v_notes)::text, 8192));
@@ -3236,7 +3395,6 @@ $$;
 -- grabs of every other type stay HOT). A type that gets a limit while some of
 -- its jobs run has those jobs marked here, so that they count at once.
 -- ============================================================================
-
 CREATE FUNCTION jobq._mark_limited_running()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE
@@ -3257,6 +3415,50 @@ CREATE TRIGGER job_types_mark_limited_running
     FOR EACH ROW WHEN (NEW.max_running IS NOT NULL)
     EXECUTE FUNCTION jobq._mark_limited_running();
 
+-- ---------------------------------------------------------------------------
+-- backup.sql
+-- ---------------------------------------------------------------------------
+-- A row inserted under the key of a row that every installation has replaces
+-- that row. Also for an operator's INSERT of '*': it sets the defaults.
+CREATE FUNCTION jobq._replace_installed_row()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT
+SET search_path = jobq, pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'job_types' THEN
+        DELETE FROM jobq.job_types t WHERE t.job_type = NEW.job_type;
+    ELSIF TG_TABLE_NAME = 'maintenance' THEN
+        DELETE FROM jobq.maintenance m WHERE m.id = NEW.id;
+    ELSIF TG_TABLE_NAME = 'event_clock' THEN
+        DELETE FROM jobq.event_clock c WHERE c.id = NEW.id;
+        -- Only a restore inserts this row (nobody is granted INSERT on it):
+        -- the restored keys may be ahead of this cluster's transaction ids,
+        -- and the first writer sets the clock's shift (_restart_event_clock).
+        NEW.restored := true;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER job_types_replace_defaults
+    BEFORE INSERT ON jobq.job_types
+    FOR EACH ROW WHEN (NEW.job_type = '*')
+    EXECUTE FUNCTION jobq._replace_installed_row();
+
+CREATE TRIGGER maintenance_replace_installed
+    BEFORE INSERT ON jobq.maintenance
+    FOR EACH ROW
+    EXECUTE FUNCTION jobq._replace_installed_row();
+
+CREATE TRIGGER event_clock_replace_installed
+    BEFORE INSERT ON jobq.event_clock
+    FOR EACH ROW
+    EXECUTE FUNCTION jobq._replace_installed_row();
+
+-- ---------------------------------------------------------------------------
+-- security.sql
+-- ---------------------------------------------------------------------------
 -- ============================================================================
 -- jobq: roles and grants (runs last)
 --
@@ -3343,8 +3545,9 @@ GRANT INSERT, UPDATE, DELETE ON jobq.job_types TO jobq_admin;
 
 GRANT EXECUTE ON FUNCTION jobq.jq_announce_due(interval), jobq.jq_wakeup_workers() TO jobq_admin;
 
--- Start the wake-up worker of this database now rather than at its first grab.
-SELECT jobq._ensure_wakeup_worker();
+-- The wake-up worker is not started here but by the first grab, as after
+-- every server restart: a restore runs CREATE EXTENSION before it loads the
+-- rows, and maintenance must not act on a database that is half restored.
 
 -- The worker runtime's batch heartbeat and the hand-back of prefetched jobs.
 GRANT EXECUTE ON FUNCTION
@@ -3368,7 +3571,8 @@ GRANT SELECT ON jobq.queue_stats, jobq.running_jobs, jobq.failed_jobs, jobq.work
 TO jobq_observer, jobq_admin;
 GRANT UPDATE (every, budget) ON jobq.maintenance TO jobq_admin;
 
--- The history partitions a fresh installation starts with (maintenance makes
--- the next ones); here, once the roles they are granted to exist.
-SELECT jobq._create_history_partitions(clock_timestamp(), clock_timestamp() + interval '2 days');
-
+-- No history partition is made here: tables made by CREATE EXTENSION belong
+-- to the extension, and pg_dump would leave their rows out (and a restore,
+-- which runs CREATE EXTENSION before creating the dumped partitions, would
+-- find their names taken). Finished jobs land in job_history_default until
+-- maintenance makes the day's partition and moves them there.

@@ -53,6 +53,7 @@ read -r host port < <(psql "$DATABASE_URL" -XAtF ' ' \
 log "SQL suites (pg_regress, pg_isolation_regress) on $host:$port"
 bash "$here/sql-tests.sh" "$host" "$port"
 bash "$here/upgrade-test.sh"
+bash "$here/backup-test.sh"
 
 log "integration tests on $DATABASE_URL"
 cargo test --workspace --exclude jobq

@@ -242,6 +242,21 @@ for line in "${released[@]}"; do
         "fresh install of $current" "upgraded from $version"
     grants="$(public_grants "$db")"
     [ -z "$grants" ] || die "after the update from $version, PUBLIC may use: $grants"
+    # The catalogs leave partitions out; pg_dump needs the dated ones outside
+    # the extension (it would skip their rows) and each with its own index.
+    partitions="$(value_in "$db" "SELECT count(*) FROM jobq._history_partitions()")"
+    members="$(value_in "$db" "
+        SELECT count(*) FROM jobq._history_partitions() p
+        JOIN pg_depend d ON d.objid = format('jobq.%I', p.name)::regclass
+        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
+          AND d.deptype = 'e'")"
+    indexed="$(value_in "$db" "
+        SELECT count(*) FROM jobq._history_partitions() p
+        WHERE EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = format('jobq.%I', p.name)::regclass)")"
+    [ "$members" = 0 ] ||
+        die "after the update from $version, $members dated history partitions still belong to the extension"
+    [ "$indexed" = "$partitions" ] ||
+        die "after the update from $version, only $indexed of $partitions dated history partitions have an index"
 
     log "checks on the upgraded jobs and a full lifecycle"
     psql_in "$db" -o /dev/null -f "$upgrade_dir/post.sql" || die "the checks after the update from $version failed"

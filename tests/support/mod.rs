@@ -145,9 +145,8 @@ pub async fn collect_for(
 }
 
 /// Waits until this database's wake-up worker runs (jobq preloaded) and
-/// returns its pid. CREATE EXTENSION starts it; should that start have been
-/// lost (e.g. no free worker slot for a moment), a grab starts it again, as
-/// it would for users.
+/// returns its pid. The first grab in a database starts it, as it would for
+/// users (CREATE EXTENSION does not: see sql/security.sql).
 pub async fn wakeup_worker_pid(client: &Client) -> i32 {
     let started = Instant::now();
     let mut nudged = false;
@@ -163,7 +162,7 @@ pub async fn wakeup_worker_pid(client: &Client) -> i32 {
         if let Some(row) = row {
             return row.get(0);
         }
-        if !nudged && started.elapsed() > Duration::from_secs(3) {
+        if !nudged {
             client
                 .batch_execute("SELECT count(*) FROM jobq.jq_grab(ARRAY['jobq-test-no-such-type'])")
                 .await

@@ -102,7 +102,7 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
     // including after an ERROR, so the slot never points at a dead process.
     unsafe { pg_sys::on_shmem_exit(Some(release_slot_on_exit), pg_sys::Datum::from(0)) };
 
-    // CREATE EXTENSION starts this worker before its own transaction commits:
+    // A grab in the transaction that runs CREATE EXTENSION may start this worker:
     // give it a moment to become visible before concluding jobq is absent.
     let started = Instant::now();
     loop {
