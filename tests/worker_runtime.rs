@@ -8,6 +8,7 @@ mod worker_common;
 
 use jobq_client::worker::{Handler, HandlerFuture, JobContext, Outcome, Worker, WorkerConfig};
 use jobq_client::{details, enqueue, enqueue_many, grab, Error, GrabRequest, JobType, NewJob};
+use jobq_integration_tests::proxy::Proxy;
 use jobq_integration_tests::{connect, count, TestDb};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -437,6 +438,7 @@ async fn after_its_listen_connection_is_killed_the_worker_reconnects_and_polls_a
                 poll_interval,
                 // Long enough that the job below is enqueued while nobody listens.
                 reconnect_min: Duration::from_secs(2),
+                reconnect_max: Duration::from_secs(10),
                 ..WorkerConfig::default()
             })
             .handler("relisten", |_job: JobContext| async {
@@ -714,4 +716,67 @@ async fn a_handler_still_running_after_the_grace_period_is_stopped_and_its_job_t
         "due again at once"
     );
     db.drop_db().await;
+}
+
+#[tokio::test]
+async fn after_the_server_was_away_the_worker_resumes_within_a_second_or_so() {
+    init_logs();
+    let db = TestDb::new("rt_outage").await;
+    let client = db.client().await;
+    let proxy = Proxy::start(&db.config).await;
+    let worker = RunningWorker::start(
+        Worker::builder(proxy.config(&db.config))
+            .config(WorkerConfig {
+                // Only the reconnection can bring the jobs below in time.
+                poll_interval: Duration::from_secs(60),
+                ..WorkerConfig::default()
+            })
+            .handler("outage", |_job: JobContext| async {
+                Ok::<_, Error>(Outcome::complete())
+            }),
+    );
+    let first = enqueue(&client, &NewJob::new("outage", json!({})))
+        .await
+        .expect("enqueue");
+    wait_until(
+        &client,
+        &format!("SELECT state = 'completed' FROM jobq.jobs WHERE id = {first}"),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Away for 12 s, as during a failover: every connection of the worker
+    // is cut and each retries with its backoff. Doubling to 10 s, as the
+    // runtime used to, the worker would come back 5 to 10 s after the
+    // server; its connections now wait at most reconnect_max (1 s), and the
+    // first that gets through brings the others along.
+    proxy.down();
+    let mut missed = Vec::new();
+    for _ in 0..5 {
+        missed.push(
+            enqueue(&client, &NewJob::new("outage", json!({})))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    proxy.up().await;
+    let back = Instant::now();
+    let ids = missed
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_until(
+        &client,
+        &format!("SELECT bool_and(state = 'completed') FROM jobq.jobs WHERE id IN ({ids})"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let resumed = back.elapsed();
+    assert!(
+        resumed < Duration::from_secs(3),
+        "the jobs enqueued while the server was away completed {resumed:?} after it came back"
+    );
+    worker.stop().await;
 }

@@ -6,13 +6,17 @@
 //! any case). But an event subscriber must never read an event that a crash
 //! can undo: the stream's order and event ids could be reused afterwards, and
 //! its cursor would skip what replaced them. `jq_events_since` therefore
-//! flushes the WAL first, so that every commit its snapshot can see is on disk.
+//! flushes the WAL first, so that every commit its snapshot can see is on disk,
+//! and, where replication is synchronous, waits until the synchronous
+//! standbys have it too: a failover cannot take it back either.
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// Flushes the WAL up to what has been inserted so far. Cheap when nothing
-/// is pending (the common case: synchronous commits flushed already).
+/// Flushes the WAL up to what has been inserted so far, and waits for the
+/// synchronous standbys (if any, and if the session's synchronous_commit
+/// asks for them) to have flushed it as well. Cheap when nothing is pending
+/// (the common case: synchronous commits flushed and replicated already).
 #[pg_extern(volatile, strict, parallel_unsafe, name = "_flush_wal")]
 #[search_path(jobq, pg_catalog, pg_temp)]
 fn flush_wal() {
@@ -23,6 +27,10 @@ fn flush_wal() {
         if pg_sys::RecoveryInProgress() {
             return;
         }
-        pg_sys::XLogFlush(pg_sys::GetXLogInsertRecPtr());
+        let inserted = pg_sys::GetXLogInsertRecPtr();
+        pg_sys::XLogFlush(inserted);
+        // Returns at once without synchronous standbys or when they have it
+        // already; a cancel ends the wait with a WARNING, as for a commit.
+        pg_sys::SyncRepWaitForLSN(inserted, false);
     }
 }

@@ -18,8 +18,9 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# postgresql-15-auto-failover: pg_autoctl, for tests/bin/failover-test.sh.
 apt_packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
-              pkg-config sudo ca-certificates)
+              pkg-config sudo ca-certificates postgresql-15-auto-failover)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

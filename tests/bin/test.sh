@@ -3,7 +3,9 @@
 # missing (setup.sh), then runs every level of tests:
 #   1. cargo fmt --check and cargo clippy -D warnings
 #   2. #[pg_test] units inside a Postgres backend (cargo pgrx test)
-#   3. SQL suites: pg_regress and pg_isolation_regress
+#   3. SQL suites: pg_regress and pg_isolation_regress; then the upgrade,
+#      backup, promotion and failover tests (tests/bin/*-test.sh, each with
+#      servers of its own where it needs them)
 #   4. Rust integration tests over real connections (tests/*.rs)
 # Levels 3 and 4 use a throwaway cluster started here with jobq preloaded, or
 # the server named by DATABASE_URL when it is set (jobq must be installed and in
@@ -54,6 +56,8 @@ log "SQL suites (pg_regress, pg_isolation_regress) on $host:$port"
 bash "$here/sql-tests.sh" "$host" "$port"
 bash "$here/upgrade-test.sh"
 bash "$here/backup-test.sh"
+bash "$here/promotion-test.sh"
+bash "$here/failover-test.sh" sync
 
 log "integration tests on $DATABASE_URL"
 cargo test --workspace --exclude jobq

@@ -2,6 +2,8 @@
 //! own, with the extension created, on the server that `DATABASE_URL` names
 //! (the test command starts a throwaway cluster and sets it).
 
+pub mod proxy;
+
 use futures_util::stream::{poll_fn, StreamExt};
 use std::str::FromStr;
 use std::time::{Duration, Instant};

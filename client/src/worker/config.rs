@@ -35,7 +35,11 @@ pub struct WorkerConfig {
     /// (default 2 ms).
     pub complete_interval: Duration,
     /// First and longest wait between reconnection attempts (default
-    /// 100 ms, doubling up to 10 s).
+    /// 100 ms, doubling up to 1 s). The first of a worker's connections
+    /// that gets through wakes the others, so after a failover the worker
+    /// resumes within about `reconnect_max` of the new primary accepting
+    /// writes; each attempt is one connection try (per host of a
+    /// multi-host URL).
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     /// LISTEN for wake-ups (default true); without, the worker only polls.
@@ -56,7 +60,7 @@ impl Default for WorkerConfig {
             complete_batch: 500,
             complete_interval: Duration::from_millis(2),
             reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(10),
+            reconnect_max: Duration::from_secs(1),
             listen: true,
             name: None,
         }

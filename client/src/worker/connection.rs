@@ -6,11 +6,11 @@ use crate::{Error, Result};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{poll_fn, StreamExt};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Config, Notification, Socket};
 use tokio_util::sync::CancellationToken;
@@ -106,6 +106,35 @@ impl Backoff {
     }
 }
 
+/// Shared by every connection of one worker: announces that the server
+/// answers again after a connection was lost, so that the others, waiting
+/// out their backoff, try at once. After a failover the first connection
+/// that reaches the new primary brings the rest along, instead of each
+/// finding out on its own, up to `reconnect_max` later.
+#[derive(Default)]
+pub(crate) struct Recovery {
+    announced: Notify,
+    generation: AtomicU64,
+}
+
+impl Recovery {
+    pub fn announce(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.announced.notify_waiters();
+    }
+
+    /// Resolves at the next announcement.
+    pub async fn announced(&self) {
+        self.announced.notified().await;
+    }
+
+    /// Counts announcements, for waits that cannot hold a future across
+    /// them: a change means the server came back since.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
 /// One role's connection, opened on first use and again after it broke.
 ///
 /// Calls made concurrently on it are pipelined (tokio-postgres sends each
@@ -119,6 +148,10 @@ pub(crate) struct Link {
     reconnect_min: Duration,
     reconnect_max: Duration,
     queued: Arc<AtomicUsize>,
+    recovery: Arc<Recovery>,
+    /// The connection broke (or a call on it failed transiently) and no new
+    /// one has been opened since.
+    lost: AtomicBool,
 }
 
 /// Counts one statement as queued on a [`Link`] until dropped.
@@ -136,6 +169,7 @@ impl Link {
         role: &'static str,
         reconnect_min: Duration,
         reconnect_max: Duration,
+        recovery: Arc<Recovery>,
     ) -> Self {
         Link {
             connect,
@@ -144,6 +178,8 @@ impl Link {
             reconnect_min,
             reconnect_max,
             queued: Arc::new(AtomicUsize::new(0)),
+            recovery,
+            lost: AtomicBool::new(false),
         }
     }
 
@@ -166,9 +202,14 @@ impl Link {
                 return Ok(Arc::clone(client));
             }
             tracing::warn!(role = self.role, "database connection lost; reconnecting");
+            self.lost.store(true, Ordering::SeqCst);
         }
         let connected = (self.connect)(self.role).await?;
         *current = Some(Arc::clone(&connected.client));
+        if self.lost.swap(false, Ordering::SeqCst) {
+            tracing::info!(role = self.role, "database connection back");
+            self.recovery.announce();
+        }
         Ok(connected.client)
     }
 
@@ -188,6 +229,7 @@ impl Link {
                 .is_some_and(|open| Arc::ptr_eq(open, &client))
             {
                 *current = None;
+                self.lost.store(true, Ordering::SeqCst);
             }
         }
         result
@@ -211,6 +253,7 @@ impl Link {
                     tracing::warn!(role = self.role, what, %error, ?delay, "database call failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
+                        () = self.recovery.announced() => backoff.reset(),
                         () = give_up.cancelled() => return Err(error),
                     }
                 }

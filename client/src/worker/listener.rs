@@ -4,7 +4,7 @@
 //! dispatcher once: whatever was announced while nobody listened is only
 //! found by a grab.
 
-use super::connection::{Backoff, Connect};
+use super::connection::{Backoff, Connect, Recovery};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +73,7 @@ pub(crate) async fn run(
     filter: Filter,
     wakeups: Arc<Wakeups>,
     reconnect: (Duration, Duration),
+    recovery: Arc<Recovery>,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new(reconnect.0, reconnect.1);
@@ -94,6 +95,7 @@ pub(crate) async fn run(
             Ok(mut connected) => {
                 if connected_before {
                     tracing::info!("listening for wake-ups again");
+                    recovery.announce();
                 }
                 connected_before = true;
                 backoff.reset();
@@ -116,6 +118,7 @@ pub(crate) async fn run(
         let delay = backoff.next_delay();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
+            () = recovery.announced() => backoff.reset(),
             () = stop.cancelled() => return,
         }
     }

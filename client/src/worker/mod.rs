@@ -44,7 +44,7 @@ pub use handler::{BoxError, Handler, HandlerFuture, JobContext, Outcome};
 use crate::lease::GrabRequest;
 use crate::{Error, Result};
 use completer::Completer;
-use connection::{connector, Connect, Link};
+use connection::{connector, Connect, Link, Recovery};
 use leases::Leases;
 use listener::{Filter, Wakeups};
 use runtime::{Dispatcher, Handlers};
@@ -94,17 +94,20 @@ impl Worker {
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<()> {
         let config = self.config;
         let reconnect = (config.reconnect_min, config.reconnect_max);
+        let recovery = Arc::new(Recovery::default());
         let grab_link = Arc::new(Link::new(
             Arc::clone(&self.connect),
             "grab",
             reconnect.0,
             reconnect.1,
+            Arc::clone(&recovery),
         ));
         let complete_link = Arc::new(Link::new(
             Arc::clone(&self.connect),
             "complete",
             reconnect.0,
             reconnect.1,
+            Arc::clone(&recovery),
         ));
         // A wrong URL or password should fail here, not be retried forever.
         grab_link.client().await?;
@@ -129,6 +132,7 @@ impl Worker {
                 filter,
                 Arc::clone(&wakeups),
                 reconnect,
+                Arc::clone(&recovery),
                 background.clone(),
             ))
         });
@@ -169,6 +173,7 @@ impl Worker {
             link: grab_link,
             leases: leases.clone(),
             wakeups,
+            recovery,
             outcomes,
             shutdown: CancellationToken::new(),
             give_up,

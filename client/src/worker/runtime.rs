@@ -12,7 +12,7 @@
 //! for a wake-up or a poll tick, unless a wake-up arrived while it ran.
 
 use super::config::{WorkerConfig, MAX_GRAB};
-use super::connection::{Backoff, Link};
+use super::connection::{Backoff, Link, Recovery};
 use super::handler::{error_message, panic_message, BoxError, Handler, JobContext, Outcome};
 use super::leases::Leases;
 use super::listener::Wakeups;
@@ -66,6 +66,8 @@ pub(crate) struct Dispatcher {
     pub link: Arc<Link>,
     pub leases: Leases,
     pub wakeups: Arc<Wakeups>,
+    /// Shared with the worker's connections: the server answers again.
+    pub recovery: Arc<Recovery>,
     pub outcomes: Sender<(Lease, Outcome)>,
     /// Cancelled when shutdown starts; handlers see it in their context.
     pub shutdown: CancellationToken,
@@ -83,8 +85,9 @@ struct State {
     asked: usize,
     /// Whether a grab may find something.
     maybe_due: bool,
-    /// After a failed grab, not before this.
-    grab_after: Option<Instant>,
+    /// After a failed grab, not before this, unless the server came back
+    /// (a new [`Recovery::generation`]) since.
+    grab_after: Option<(Instant, u64)>,
     grab_backoff: Backoff,
 }
 
@@ -114,7 +117,8 @@ impl Dispatcher {
                 }
                 () = self.wakeups.notified() => state.maybe_due = true,
                 _ = poll.tick() => state.maybe_due = true,
-                () = sleep_until(state.grab_after) => state.grab_after = None,
+                () = sleep_until(state.grab_after.map(|(at, _)| at)) => state.grab_after = None,
+                () = self.recovery.announced() => self.server_back(&mut state),
             }
         }
         self.drain(state).await;
@@ -148,7 +152,24 @@ impl Dispatcher {
         }
     }
 
+    /// Another connection got through after a loss: grab now rather than
+    /// at the end of the backoff.
+    fn server_back(&self, state: &mut State) {
+        if state.grab_after.take().is_some() {
+            tracing::info!("server answers again; grabbing");
+        }
+        state.grab_backoff.reset();
+        state.maybe_due = true;
+    }
+
     fn start_grab(&self, state: &mut State) {
+        // An announcement missed between two turns of the loop.
+        if state
+            .grab_after
+            .is_some_and(|(_, generation)| generation != self.recovery.generation())
+        {
+            self.server_back(state);
+        }
         // What the grabs in flight asked for counts as held: together with
         // what runs and what is prefetched it never exceeds the capacity.
         let held = state.running.len() + state.prefetched.len() + state.asked;
@@ -203,7 +224,7 @@ impl Dispatcher {
                 if state.grab_after.is_none() {
                     let delay = state.grab_backoff.next_delay();
                     tracing::warn!(%error, ?delay, "grab failed");
-                    state.grab_after = Some(Instant::now() + delay);
+                    state.grab_after = Some((Instant::now() + delay, self.recovery.generation()));
                 }
                 state.maybe_due = true;
                 return;
@@ -211,7 +232,8 @@ impl Dispatcher {
             Err(error) => {
                 tracing::error!(%error, "grab task failed");
                 if state.grab_after.is_none() {
-                    state.grab_after = Some(Instant::now() + state.grab_backoff.next_delay());
+                    let delay = state.grab_backoff.next_delay();
+                    state.grab_after = Some((Instant::now() + delay, self.recovery.generation()));
                 }
                 state.maybe_due = true;
                 return;

@@ -15,6 +15,7 @@
 
 pub(crate) mod board;
 pub(crate) mod defer;
+pub(crate) mod launcher;
 pub(crate) mod worker;
 
 /// Called from `_PG_init`. Shared memory and the worker machinery exist only
@@ -23,5 +24,6 @@ pub(crate) fn init() {
     // SAFETY: reading a postmaster-set global during library load.
     if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         board::init_shared_memory();
+        launcher::register();
     }
 }

@@ -1,8 +1,9 @@
 //! The wake-up worker: one background worker per database that uses jobq.
 //!
-//! Started on demand (by `jobq._ensure_wakeup_worker()`, which every grab
-//! calls, and by CREATE EXTENSION), never restarted by the postmaster: if it
-//! dies, the next grab starts a new one. Each tick it sends the signals that
+//! Started by the launcher when the server begins to accept writes (see
+//! [`super::launcher`]) and on demand by `jobq._ensure_wakeup_worker()`,
+//! which every grab calls; never restarted by the postmaster: if it dies,
+//! the next grab starts a new one. Each tick it sends the signals that
 //! committed producers posted, and announces jobs that fell due by time
 //! (scheduled run_at, retry delays, expired leases); the SQL of a tick is
 //! `jobq._wakeup_tick`.
@@ -45,15 +46,27 @@ fn ensure_wakeup_worker() -> bool {
     }
     // SAFETY: MyDatabaseId is set once at connection start.
     let database = unsafe { pg_sys::MyDatabaseId };
+    start_wakeup_worker(database, false)
+}
+
+/// Set in a worker's argument when the launcher started it, not a grab: the
+/// database need not have jobq, and the worker then leaves at once instead
+/// of waiting for a CREATE EXTENSION to commit.
+const LAUNCHED: u64 = 1 << 32;
+
+/// Starts the wake-up worker of `database` unless one is alive. Returns true
+/// when one is alive or was started.
+pub(crate) fn start_wakeup_worker(database: pg_sys::Oid, launched: bool) -> bool {
     if board::worker_of(database.to_u32()).is_some() {
         return true;
     }
+    let argument = u64::from(database.to_u32()) | if launched { LAUNCHED } else { 0 };
     let registered =
         BackgroundWorkerBuilder::new(&format!("jobq wakeup worker for database {database}"))
             .set_type("jobq wakeup worker")
             .set_library("jobq")
             .set_function(WORKER_FUNCTION)
-            .set_argument(Some(pg_sys::Datum::from(database)))
+            .set_argument(Some(pg_sys::Datum::from(argument)))
             .enable_spi_access()
             .set_restart_time(None)
             .load_dynamic()
@@ -82,13 +95,21 @@ unsafe extern "C-unwind" fn release_slot_on_exit(_code: i32, _arg: pg_sys::Datum
     board::release_worker_slot(unsafe { pg_sys::MyProcPid });
 }
 
-/// Entry point of the worker process; the argument is the database OID.
+/// Entry point of the worker process; the argument is the database OID, with
+/// [`LAUNCHED`] set when the launcher started it.
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
     let database = pg_sys::Oid::from(argument.value() as u32);
+    let launched = argument.value() as u64 & LAUNCHED != 0;
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+    // The launcher starts one worker per database, and most databases of a
+    // cluster do not use jobq: leave before taking a slot of the board, and
+    // without a log line each.
+    if launched && !jobq_installed() {
+        return;
+    }
 
     // SAFETY: process globals, set before the worker's main runs.
     let (pid, latch) = unsafe { (pg_sys::MyProcPid, pg_sys::MyLatch) };
@@ -105,15 +126,7 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
     // A grab in the transaction that runs CREATE EXTENSION may start this worker:
     // give it a moment to become visible before concluding jobq is absent.
     let started = Instant::now();
-    loop {
-        let installed = BackgroundWorker::transaction(|| {
-            Spi::get_one::<bool>(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'jobq')",
-            )
-        });
-        if matches!(installed, Ok(Some(true))) {
-            break;
-        }
+    while !jobq_installed() {
         if started.elapsed() > EXTENSION_WAIT
             || !BackgroundWorker::wait_latch(Some(Duration::from_millis(50)))
         {
@@ -220,6 +233,16 @@ pub extern "C-unwind" fn jobq_wakeup_worker_main(argument: pg_sys::Datum) {
             None,
         );
     }
+}
+
+/// Whether this worker's database has jobq (in a transaction of its own).
+fn jobq_installed() -> bool {
+    let installed = BackgroundWorker::transaction(|| {
+        Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'jobq')",
+        )
+    });
+    matches!(installed, Ok(Some(true)))
 }
 
 extern "C-unwind" {
