@@ -9,6 +9,7 @@
 //! type with batched grabs and completions, LISTEN wake-ups, lease
 //! extension, reconnection and graceful shutdown.
 
+mod databases;
 mod error;
 mod job;
 mod lease;
@@ -16,6 +17,7 @@ mod lease_batch;
 mod producer;
 pub mod worker;
 
+pub use databases::{Databases, JobRef};
 pub use error::{
     Error, Result, SQLSTATE_CANCEL_REQUESTED, SQLSTATE_INVALID_ARGUMENT, SQLSTATE_INVALID_STATE,
     SQLSTATE_JOB_NOT_FOUND, SQLSTATE_LEASE_LOST, SQLSTATE_PAYLOAD_TOO_LARGE,

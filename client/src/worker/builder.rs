@@ -3,7 +3,7 @@
 use super::connection::{connector, Connect};
 use super::handler::{BoxError, Handler, JobContext, Outcome, Typed};
 use super::runtime::Handlers;
-use super::{Worker, WorkerConfig, WorkerIdentity};
+use super::{Target, Worker, WorkerConfig, WorkerIdentity};
 use crate::job::JobType;
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -11,11 +11,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::{Config, Socket};
+use tokio_postgres::{Config, NoTls, Socket};
 
 /// Collects a worker's connection, settings and handlers.
 pub struct WorkerBuilder {
     connect: Connect,
+    /// Set by [`WorkerBuilder::databases`]: serve these instead.
+    databases: Vec<(Arc<str>, Connect)>,
     config: WorkerConfig,
     handlers: Handlers,
 }
@@ -24,9 +26,28 @@ impl WorkerBuilder {
     pub(crate) fn new(connect: Connect) -> Self {
         WorkerBuilder {
             connect,
+            databases: Vec::new(),
             config: WorkerConfig::default(),
             handlers: Handlers::new(),
         }
+    }
+
+    /// Serves several jobq databases, by name (see [`crate::Databases`]),
+    /// instead of the one given to [`Worker::builder`]: each with its own
+    /// connections, wake-ups, backoff and `concurrency` handlers, so that
+    /// every database gets its share and one that is down slows nothing
+    /// else. Handlers see the job's database in
+    /// [`JobContext::database`]. Connects without TLS.
+    pub fn databases<I, S>(mut self, databases: I) -> Self
+    where
+        I: IntoIterator<Item = (S, Config)>,
+        S: Into<String>,
+    {
+        self.databases = databases
+            .into_iter()
+            .map(|(name, config)| (Arc::from(name.into()), connector(config, NoTls)))
+            .collect();
+        self
     }
 
     /// Connects with TLS, e.g. a `postgres_native_tls::MakeTlsConnector`.
@@ -125,8 +146,29 @@ impl WorkerBuilder {
             // name must not stop the worker.
             None => identity.name().chars().take(256).collect(),
         };
+        let mut names: Vec<&str> = self.databases.iter().map(|(name, _)| &**name).collect();
+        names.sort_unstable();
+        if names.iter().any(|name| name.is_empty()) || names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::Config(
+                "database names must be non-empty and distinct".into(),
+            ));
+        }
+        let targets = if self.databases.is_empty() {
+            vec![Target {
+                database: None,
+                connect: self.connect,
+            }]
+        } else {
+            self.databases
+                .into_iter()
+                .map(|(database, connect)| Target {
+                    database: Some(database),
+                    connect,
+                })
+                .collect()
+        };
         Ok(Worker {
-            connect: self.connect,
+            targets,
             config: self.config,
             handlers: self.handlers,
             identity,

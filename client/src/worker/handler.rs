@@ -77,6 +77,7 @@ pub struct JobContext {
     job: Arc<LeasedJob>,
     lease_lost: CancellationToken,
     shutdown: CancellationToken,
+    database: Option<Arc<str>>,
 }
 
 impl JobContext {
@@ -84,16 +85,32 @@ impl JobContext {
         job: Arc<LeasedJob>,
         lease_lost: CancellationToken,
         shutdown: CancellationToken,
+        database: Option<Arc<str>>,
     ) -> Self {
         JobContext {
             job,
             lease_lost,
             shutdown,
+            database,
         }
     }
 
     pub fn job(&self) -> &LeasedJob {
         &self.job
+    }
+
+    /// The name of the job's database when the worker serves several
+    /// ([`super::WorkerBuilder::databases`]); `None` otherwise.
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    /// The job as (database, id), when the worker serves several databases.
+    pub fn job_ref(&self) -> Option<crate::JobRef> {
+        self.database.as_ref().map(|database| crate::JobRef {
+            database: Arc::clone(database),
+            id: self.job.id,
+        })
     }
 
     /// The job's arguments as `T`.

@@ -55,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A configured worker; build one with [`Worker::builder`].
 pub struct Worker {
-    connect: Connect,
+    targets: Vec<Target>,
     config: WorkerConfig,
     handlers: Handlers,
     identity: WorkerIdentity,
@@ -89,109 +89,176 @@ impl Worker {
     /// running handlers get the grace period, and every outcome is recorded
     /// before this returns.
     ///
-    /// Fails only at start, when the database cannot be reached; later
-    /// connection losses are retried.
+    /// With one database it fails only at start, when the database cannot
+    /// be reached; later connection losses are retried. With several
+    /// ([`WorkerBuilder::databases`]) it serves each on its own: connections,
+    /// wake-ups, backoff and handlers (`concurrency` each), so that one
+    /// database that is down, also at start, slows nothing else.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<()> {
-        let config = self.config;
-        let reconnect = (config.reconnect_min, config.reconnect_max);
-        let recovery = Arc::new(Recovery::default());
-        let grab_link = Arc::new(Link::new(
-            Arc::clone(&self.connect),
-            "grab",
-            reconnect.0,
-            reconnect.1,
-            Arc::clone(&recovery),
-        ));
-        let complete_link = Arc::new(Link::new(
-            Arc::clone(&self.connect),
-            "complete",
-            reconnect.0,
-            reconnect.1,
-            Arc::clone(&recovery),
-        ));
-        // A wrong URL or password should fail here, not be retried forever.
-        grab_link.client().await?;
-        complete_link.client().await?;
-        tracing::info!(worker = %self.name, job_types = ?self.handlers.keys().collect::<Vec<_>>(),
+        let Worker {
+            targets,
+            config,
+            handlers,
+            name,
+            ..
+        } = self;
+        if targets.len() == 1 {
+            let target = targets
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Config("a worker needs a database".into()))?;
+            return run_database(target, config, handlers, name, true, stop).await;
+        }
+        let stopping = CancellationToken::new();
+        let runs = targets.into_iter().map(|target| {
+            run_database(
+                target,
+                config.clone(),
+                handlers.clone(),
+                name.clone(),
+                false,
+                stopping.clone().cancelled_owned(),
+            )
+        });
+        let all = futures_util::future::join_all(runs);
+        tokio::pin!(all);
+        tokio::pin!(stop);
+        let results = tokio::select! {
+            results = &mut all => results,
+            () = &mut stop => {
+                stopping.cancel();
+                all.await
+            }
+        };
+        results.into_iter().collect()
+    }
+}
+
+/// One database a worker serves: its name when the worker serves several
+/// (handlers see it in [`JobContext::database`]), and how to connect.
+pub(crate) struct Target {
+    pub database: Option<Arc<str>>,
+    pub connect: Connect,
+}
+
+/// The whole runtime for one database.
+async fn run_database(
+    target: Target,
+    config: WorkerConfig,
+    handlers: Handlers,
+    name: String,
+    fail_fast: bool,
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
+    let Target { database, connect } = target;
+    let db = database.as_deref().unwrap_or("-").to_owned();
+    let reconnect = (config.reconnect_min, config.reconnect_max);
+    let recovery = Arc::new(Recovery::default());
+    let grab_link = Arc::new(Link::new(
+        Arc::clone(&connect),
+        "grab",
+        reconnect.0,
+        reconnect.1,
+        Arc::clone(&recovery),
+    ));
+    let complete_link = Arc::new(Link::new(
+        Arc::clone(&connect),
+        "complete",
+        reconnect.0,
+        reconnect.1,
+        Arc::clone(&recovery),
+    ));
+    // A wrong URL or password should fail here, not be retried forever;
+    // serving several databases, one that is down must not stop the rest.
+    for link in [&grab_link, &complete_link] {
+        match link.client().await {
+            Ok(_) => {}
+            Err(error) if fail_fast => return Err(error),
+            Err(error) => {
+                tracing::warn!(database = %db, %error, "database unreachable at start; retrying")
+            }
+        }
+    }
+    tracing::info!(worker = %name, database = %db, job_types = ?handlers.keys().collect::<Vec<_>>(),
             concurrency = config.concurrency, "worker started");
 
-        let leases = Leases::default();
-        let wakeups = Arc::new(Wakeups::default());
-        let background = CancellationToken::new();
-        let give_up = CancellationToken::new();
-        let (outcomes, outcomes_rx) =
-            tokio::sync::mpsc::channel(config.capacity() * 2 + config.complete_batch);
+    let leases = Leases::default();
+    let wakeups = Arc::new(Wakeups::default());
+    let background = CancellationToken::new();
+    let give_up = CancellationToken::new();
+    let (outcomes, outcomes_rx) =
+        tokio::sync::mpsc::channel(config.capacity() * 2 + config.complete_batch);
 
-        let listener = config.listen.then(|| {
-            let filter = Filter {
-                job_types: self.handlers.keys().cloned().collect(),
-                queues: config.queues.as_ref().map(|q| q.iter().cloned().collect()),
-            };
-            tokio::spawn(listener::run(
-                Arc::clone(&self.connect),
-                filter,
-                Arc::clone(&wakeups),
-                reconnect,
-                Arc::clone(&recovery),
-                background.clone(),
-            ))
-        });
-        let heartbeat = tokio::spawn(heartbeat::run(
-            Arc::clone(&complete_link),
-            leases.clone(),
-            config.lease,
-            background.clone(),
-        ));
-        let completer = tokio::spawn(
-            Completer {
-                link: Arc::clone(&complete_link),
-                spare: Arc::clone(&grab_link),
-                leases: leases.clone(),
-                batch: config.complete_batch,
-                interval: config.complete_interval,
-                give_up: give_up.clone(),
-            }
-            .run(outcomes_rx),
-        );
-
-        let request = GrabRequest {
-            job_types: Some(self.handlers.keys().cloned().collect()),
-            queues: config.queues.clone(),
-            search: None,
-            lease: config.lease,
-            max_jobs: 1,
-            worker: Some(self.name.clone()),
-            // Each grab is a statement of its own: a crash that undoes one
-            // only makes its jobs run again, and enqueue-to-start is a disk
-            // flush shorter.
-            durable: false,
+    let listener = config.listen.then(|| {
+        let filter = Filter {
+            job_types: handlers.keys().cloned().collect(),
+            queues: config.queues.as_ref().map(|q| q.iter().cloned().collect()),
         };
-        Dispatcher {
-            config,
-            handlers: Arc::new(self.handlers),
-            request,
-            link: grab_link,
+        tokio::spawn(listener::run(
+            Arc::clone(&connect),
+            filter,
+            Arc::clone(&wakeups),
+            reconnect,
+            Arc::clone(&recovery),
+            background.clone(),
+        ))
+    });
+    let heartbeat = tokio::spawn(heartbeat::run(
+        Arc::clone(&complete_link),
+        leases.clone(),
+        config.lease,
+        background.clone(),
+    ));
+    let completer = tokio::spawn(
+        Completer {
+            link: Arc::clone(&complete_link),
+            spare: Arc::clone(&grab_link),
             leases: leases.clone(),
-            wakeups,
-            recovery,
-            outcomes,
-            shutdown: CancellationToken::new(),
-            give_up,
+            batch: config.complete_batch,
+            interval: config.complete_interval,
+            give_up: give_up.clone(),
         }
-        .run(stop)
-        .await;
+        .run(outcomes_rx),
+    );
 
-        // The dispatcher (and with it the outcome sender) is gone: the
-        // completer records what is left and stops.
-        join("completer", completer).await;
-        background.cancel();
-        join("heartbeat", heartbeat).await;
-        if let Some(listener) = listener {
-            join("listener", listener).await;
-        }
-        tracing::info!(worker = %self.name, unrecorded = leases.len(), "worker stopped");
-        Ok(())
+    let request = GrabRequest {
+        job_types: Some(handlers.keys().cloned().collect()),
+        queues: config.queues.clone(),
+        search: None,
+        lease: config.lease,
+        max_jobs: 1,
+        worker: Some(name.clone()),
+        // Each grab is a statement of its own: a crash that undoes one
+        // only makes its jobs run again, and enqueue-to-start is a disk
+        // flush shorter.
+        durable: false,
+    };
+    Dispatcher {
+        config,
+        handlers: Arc::new(handlers),
+        request,
+        link: grab_link,
+        leases: leases.clone(),
+        wakeups,
+        recovery,
+        outcomes,
+        shutdown: CancellationToken::new(),
+        give_up,
+        database,
     }
+    .run(stop)
+    .await;
+
+    // The dispatcher (and with it the outcome sender) is gone: the
+    // completer records what is left and stops.
+    join("completer", completer).await;
+    background.cancel();
+    join("heartbeat", heartbeat).await;
+    if let Some(listener) = listener {
+        join("listener", listener).await;
+    }
+    tracing::info!(worker = %name, database = %db, unrecorded = leases.len(), "worker stopped");
+    Ok(())
 }
 
 async fn join(what: &str, task: tokio::task::JoinHandle<()>) {

@@ -73,6 +73,8 @@ pub(crate) struct Dispatcher {
     pub shutdown: CancellationToken,
     /// Cancelled when the grace period is over: calls stop retrying.
     pub give_up: CancellationToken,
+    /// The database's name when the worker serves several.
+    pub database: Option<Arc<str>>,
 }
 
 struct State {
@@ -142,7 +144,12 @@ impl Dispatcher {
             let handler = Arc::clone(handler);
             let lease = job.lease();
             let span = tracing::info_span!("job", id = job.id, job_type = %job.job_type, attempt = job.attempt);
-            let context = JobContext::new(Arc::new(job), lost.clone(), self.shutdown.clone());
+            let context = JobContext::new(
+                Arc::new(job),
+                lost.clone(),
+                self.shutdown.clone(),
+                self.database.clone(),
+            );
             // The handler is called inside the task, so a panic while it
             // builds its future is caught like one while it runs.
             let task = state
