@@ -98,10 +98,18 @@ async fn a_worker_drains_three_databases_and_one_that_is_down_slows_nothing_else
                 let jobs: Vec<NewJob> = (0..100)
                     .map(|n| NewJob::new("multi", json!({ "p": producer, "b": batch, "n": n })))
                     .collect();
-                let (database, ids) = producers
-                    .enqueue_many(&jobs)
-                    .await
-                    .expect("enqueue with a database down");
+                // A batch whose call broke when its database went away may
+                // or may not have committed there: sent again (to another
+                // database), it may exist twice, under two JobRefs.
+                let (database, ids) = loop {
+                    match producers.enqueue_many(&jobs).await {
+                        Ok(done) => break done,
+                        Err(error) if error.is_transient() => {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(error) => panic!("enqueue: {error}"),
+                    }
+                };
                 enqueued
                     .lock()
                     .expect("enqueued")
@@ -170,7 +178,6 @@ async fn a_worker_drains_three_databases_and_one_that_is_down_slows_nothing_else
         .expect("worker task")
         .expect("worker ended without error");
     let runs = runs.lock().expect("runs").clone();
-    assert_eq!(runs.len(), total, "every job ran");
     assert!(runs.values().all(|&n| n == 1), "no job ran twice");
     for (database, id) in &enqueued {
         let job = JobRef {
@@ -186,9 +193,13 @@ async fn a_worker_drains_three_databases_and_one_that_is_down_slows_nothing_else
             "SELECT count(*) FROM jobq.job_history WHERE job_type = 'multi' AND state = 'completed'",
         )
         .await;
-        let expected = enqueued.iter().filter(|(d, _)| &**d == *name).count();
-        assert_eq!(completed as usize, expected, "{name}: completed jobs");
-        assert!(expected > 0, "{name} got jobs");
+        let ran = runs.keys().filter(|job| &*job.database == *name).count();
+        assert_eq!(completed as usize, ran, "{name}: every job there ran once");
+        let seen = enqueued.iter().filter(|(d, _)| &**d == *name).count();
+        assert!(
+            seen > 0 && seen <= ran,
+            "{name}: {seen} jobs enqueued, {ran} ran"
+        );
     }
     for db in dbs {
         db.drop_db().await;

@@ -9,6 +9,7 @@
 //! and its cursors. Producers that need related jobs together give them the
 //! same key ([`Databases::enqueue_by_key`]).
 
+use crate::worker::connection::{connector, Connect};
 use crate::{enqueue, enqueue_many, Error, NewJob, Result};
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, Config, NoTls, Socket};
 
 /// A job in a set of databases: the database's name and the job's id there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,7 +39,7 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 
 struct Member {
     name: Arc<str>,
-    config: Config,
+    connect: Connect,
     client: Mutex<Option<Arc<Client>>>,
     /// Passed over by round-robin enqueues until then.
     down_until: std::sync::Mutex<Option<Instant>>,
@@ -67,11 +69,26 @@ pub struct Databases {
 
 impl Databases {
     /// The databases by name (names are how [`JobRef`]s and keys refer to
-    /// them: keep them stable). Connects without TLS.
+    /// them: keep them stable). Connects without TLS (see
+    /// [`Databases::with_tls`]).
     pub fn new<I, S>(databases: I) -> Result<Databases>
     where
         I: IntoIterator<Item = (S, Config)>,
         S: Into<String>,
+    {
+        Self::with_tls(databases, NoTls)
+    }
+
+    /// [`Databases::new`] with TLS, e.g. a
+    /// `postgres_native_tls::MakeTlsConnector`.
+    pub fn with_tls<I, S, T>(databases: I, tls: T) -> Result<Databases>
+    where
+        I: IntoIterator<Item = (S, Config)>,
+        S: Into<String>,
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
         let mut members: Vec<Member> = Vec::new();
         for (name, config) in databases {
@@ -83,7 +100,7 @@ impl Databases {
             }
             members.push(Member {
                 name: name.into(),
-                config,
+                connect: connector(config, tls.clone()),
                 client: Mutex::new(None),
                 down_until: std::sync::Mutex::new(None),
             });
@@ -141,21 +158,18 @@ impl Databases {
                 return Ok(Arc::clone(client));
             }
         }
-        let (client, connection) = member.config.connect(NoTls).await?;
-        let name = Arc::clone(&member.name);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(database = %name, %error, "producer connection ended");
-            }
-        });
-        let client = Arc::new(client);
+        let client = (member.connect)("produce").await?.client;
         *current = Some(Arc::clone(&client));
         Ok(client)
     }
 
-    /// Enqueues one job in the next database in turn, passing over one whose
-    /// connection just failed, so that a database that is down slows no
-    /// enqueue; fails only when none could take it.
+    /// Enqueues one job in the next database in turn, passing over one that
+    /// cannot be connected to (or failed in the last second), so that a
+    /// database that is down slows no enqueue. A call that broke after it
+    /// was sent is not tried elsewhere, since it may have committed: its
+    /// error is returned (transient, see [`Error::is_transient`]), as for a
+    /// single database; retry it, with a unique key where a duplicate
+    /// matters.
     pub async fn enqueue(&self, job: &NewJob) -> Result<JobRef> {
         self.round_robin(|client| async move { enqueue(&*client, job).await })
             .await
@@ -222,23 +236,31 @@ impl Databases {
         let mut last_error = None;
         for i in up.into_iter().chain(down) {
             let member = &self.members[i];
-            let result = match Self::connect(member).await {
-                Ok(client) => op(client).await,
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok(value) => {
-                    *database = Some(Arc::clone(&member.name));
-                    return Ok(value);
-                }
+            let client = match Self::connect(member).await {
+                Ok(client) => client,
                 Err(error) if error.is_transient() => {
                     tracing::warn!(database = %member.name, %error, "database unavailable; trying the next");
                     member.mark_down();
                     last_error = Some(error);
+                    continue;
                 }
-                // Bad input fails the same everywhere.
                 Err(error) => return Err(error),
-            }
+            };
+            return match op(client).await {
+                Ok(value) => {
+                    *database = Some(Arc::clone(&member.name));
+                    Ok(value)
+                }
+                // Sent, so it may have committed: trying another database
+                // could enqueue the jobs twice. The caller decides (a unique
+                // key resolves it, in the same database).
+                Err(error) => {
+                    if error.is_transient() {
+                        member.mark_down();
+                    }
+                    Err(error)
+                }
+            };
         }
         Err(last_error.unwrap_or_else(|| Error::Config("no database could be tried".into())))
     }

@@ -37,15 +37,29 @@ impl WorkerBuilder {
     /// connections, wake-ups, backoff and `concurrency` handlers, so that
     /// every database gets its share and one that is down slows nothing
     /// else. Handlers see the job's database in
-    /// [`JobContext::database`]. Connects without TLS.
-    pub fn databases<I, S>(mut self, databases: I) -> Self
+    /// [`JobContext::database`]. Connects without TLS (see
+    /// [`WorkerBuilder::databases_tls`]).
+    pub fn databases<I, S>(self, databases: I) -> Self
     where
         I: IntoIterator<Item = (S, Config)>,
         S: Into<String>,
     {
+        self.databases_tls(databases, NoTls)
+    }
+
+    /// [`WorkerBuilder::databases`] with TLS.
+    pub fn databases_tls<I, S, T>(mut self, databases: I, tls: T) -> Self
+    where
+        I: IntoIterator<Item = (S, Config)>,
+        S: Into<String>,
+        T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
         self.databases = databases
             .into_iter()
-            .map(|(name, config)| (Arc::from(name.into()), connector(config, NoTls)))
+            .map(|(name, config)| (Arc::from(name.into()), connector(config, tls.clone())))
             .collect();
         self
     }

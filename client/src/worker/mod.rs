@@ -30,7 +30,7 @@
 mod builder;
 mod completer;
 mod config;
-mod connection;
+pub(crate) mod connection;
 mod handler;
 mod heartbeat;
 mod leases;
