@@ -27,10 +27,33 @@ fn flush_wal() {
         if pg_sys::RecoveryInProgress() {
             return;
         }
-        let inserted = pg_sys::GetXLogInsertRecPtr();
+        let inserted = end_of_inserted_wal(pg_sys::GetXLogInsertRecPtr());
         pg_sys::XLogFlush(inserted);
         // Returns at once without synchronous standbys or when they have it
         // already; a cancel ends the wait with a WARNING, as for a commit.
         pg_sys::SyncRepWaitForLSN(inserted, false);
+    }
+}
+
+/// The end of the WAL inserted so far, given the insert position. When the
+/// last record ended exactly at the end of a page, the insert position is
+/// past the next page's header, which nobody has written yet: XLogFlush
+/// refuses a request beyond what exists ("xlog flush request ... is not
+/// satisfied"), so the request stops at the page boundary. (PostgreSQL 17
+/// has GetXLogInsertEndRecPtr for this.)
+pub(crate) fn end_of_inserted_wal(insert: pg_sys::XLogRecPtr) -> pg_sys::XLogRecPtr {
+    const fn maxalign(n: usize) -> u64 {
+        ((n + 7) & !7) as u64
+    }
+    let short_header = maxalign(std::mem::size_of::<pg_sys::XLogPageHeaderData>());
+    let long_header = maxalign(std::mem::size_of::<pg_sys::XLogLongPageHeaderData>());
+    // SAFETY: a GUC set at server start, read-only afterwards.
+    let segment = u64::try_from(unsafe { pg_sys::wal_segment_size }).unwrap_or(0);
+    if segment > 0 && insert % segment == long_header {
+        insert - long_header
+    } else if insert % u64::from(pg_sys::XLOG_BLCKSZ) == short_header {
+        insert - short_header
+    } else {
+        insert
     }
 }

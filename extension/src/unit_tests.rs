@@ -96,4 +96,33 @@ mod tests {
             "slept {soon} ms for a job due in 300 ms"
         );
     }
+
+    #[pg_test]
+    fn the_wal_flush_stops_at_a_page_boundary_when_the_next_header_is_not_written() {
+        use crate::durability::end_of_inserted_wal;
+        // SAFETY: a GUC set at server start.
+        let segment = u64::try_from(unsafe { pg_sys::wal_segment_size }).expect("segment size");
+        assert_eq!(end_of_inserted_wal(8192 + 24), 8192);
+        assert_eq!(end_of_inserted_wal(3 * segment + 40), 3 * segment);
+        assert_eq!(end_of_inserted_wal(8192 + 200), 8192 + 200);
+        assert_eq!(
+            end_of_inserted_wal(3 * segment + 8192 + 40),
+            3 * segment + 8192 + 40
+        );
+    }
+
+    #[pg_test]
+    fn flushing_the_wal_works_wherever_the_insert_position_is() {
+        // Records of many sizes: some end exactly at the end of a page, where
+        // the insert position lies past the next page's unwritten header.
+        Spi::run("CREATE TABLE flush_probe (t text)").expect("table");
+        for n in 0..3000 {
+            Spi::run(&format!(
+                "INSERT INTO flush_probe VALUES (repeat('x', {}))",
+                (n * 37) % 700
+            ))
+            .expect("insert");
+            Spi::run("SELECT jobq._flush_wal()").expect("flush");
+        }
+    }
 }
