@@ -171,23 +171,17 @@ impl Databases {
     /// single database; retry it, with a unique key where a duplicate
     /// matters.
     pub async fn enqueue(&self, job: &NewJob) -> Result<JobRef> {
-        self.round_robin(|client| async move { enqueue(&*client, job).await })
-            .await
+        let (database, id) = self
+            .round_robin(|client| async move { enqueue(&*client, job).await })
+            .await?;
+        Ok(JobRef { database, id })
     }
 
     /// Enqueues jobs in one statement, all in the next database in turn
     /// (see [`Databases::enqueue`]).
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<(Arc<str>, Vec<i64>)> {
-        let mut database = None;
-        let ids = self
-            .round_robin_at(&mut database, |client| async move {
-                enqueue_many(&*client, jobs).await
-            })
-            .await?;
-        Ok((
-            database.unwrap_or_else(|| Arc::clone(&self.members[0].name)),
-            ids,
-        ))
+        self.round_robin(|client| async move { enqueue_many(&*client, jobs).await })
+            .await
     }
 
     /// Enqueues one job in the database of `key` ([`Databases::for_key`]),
@@ -209,20 +203,9 @@ impl Databases {
         crate::details(&*client, job.id).await
     }
 
-    async fn round_robin<F, Fut>(&self, op: F) -> Result<JobRef>
-    where
-        F: Fn(Arc<Client>) -> Fut,
-        Fut: std::future::Future<Output = Result<i64>>,
-    {
-        let mut database = None;
-        let id = self.round_robin_at(&mut database, op).await?;
-        Ok(JobRef {
-            database: database.unwrap_or_else(|| Arc::clone(&self.members[0].name)),
-            id,
-        })
-    }
-
-    async fn round_robin_at<T, F, Fut>(&self, database: &mut Option<Arc<str>>, op: F) -> Result<T>
+    /// Runs `op` on the next database in turn (see [`Databases::enqueue`]);
+    /// returns the database's name with the result.
+    async fn round_robin<T, F, Fut>(&self, op: F) -> Result<(Arc<str>, T)>
     where
         F: Fn(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -247,10 +230,7 @@ impl Databases {
                 Err(error) => return Err(error),
             };
             return match op(client).await {
-                Ok(value) => {
-                    *database = Some(Arc::clone(&member.name));
-                    Ok(value)
-                }
+                Ok(value) => Ok((Arc::clone(&member.name), value)),
                 // Sent, so it may have committed: trying another database
                 // could enqueue the jobs twice. The caller decides (a unique
                 // key resolves it, in the same database).
